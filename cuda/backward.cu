@@ -1,18 +1,24 @@
-// The backward's host side: workspace layout and the launch sequence. The kernels come in the
-// next commit; until then the CUDA backward reports FATTN_ERROR_UNSUPPORTED.
+// The backward's host entry points (launch.h): the workspace size, and the dispatch of a problem
+// to the kernels instantiated for its (tile width, dtype) in cuda/inst/bwd_*.cu. The kernels and
+// their launch sequence live in bwd_kernel.cuh; this file compiles none of them.
+#include "bwd_launch.cuh"
 #include "dispatch.h"
-#include "error.h"
 #include "launch.h"
 
 namespace fattn::cuda {
 
 std::size_t backward_workspace_bytes(const AttnBwdParams& params, const cudaDeviceProp&) {
-    const int64_t rows = params.batch * params.heads_q * ((params.seqlen_q + 127) / 128 * 128);
-    return static_cast<std::size_t>(rows) * 2 * sizeof(float);
+    return FATTN_HEADDIM_SWITCH(params.head_dim, kHeadDim,
+                                [&] { return BackwardWorkspace::bytes(params, kHeadDim); });
 }
 
-void launch_backward(const AttnBwdParams&, void*, const cudaDeviceProp&, cudaStream_t) {
-    fail(FATTN_ERROR_UNSUPPORTED, "the CUDA backward is not implemented yet");
+void launch_backward(const AttnBwdParams& params, void* workspace, const cudaDeviceProp& device,
+                     cudaStream_t stream) {
+    FATTN_HEADDIM_SWITCH(params.head_dim, kHeadDim, [&] {
+        const BackwardWorkspace carved = BackwardWorkspace::carve(workspace, params, kHeadDim);
+        FATTN_DTYPE_SWITCH(params.dtype, Element,
+                           [&] { run_backward<kHeadDim, Element>(params, carved, device, stream); });
+    });
 }
 
 }  // namespace fattn::cuda

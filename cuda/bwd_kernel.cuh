@@ -1,0 +1,747 @@
+// The sm_80 backward kernels: FlashAttention-2's backward on tensor cores (mma.sync m16n8k16,
+// ldmatrix, cp.async), for every GPU of compute capability 8.0 and newer.
+//
+// Algorithm (P is recomputed from the forward's lse; nothing O(N^2) is stored):
+//   1. backward_preprocess: per query row, delta = rowsum(dO * O) and lse_log2 = lse * log2(e)
+//      (+inf for rows that see no key, so their P is exp2(-inf) = 0); zeroes the fp32 dQ sum.
+//   2. backward_dkdv_kernel: one block per (key tile of kBlockN keys, kv head, batch). K_j and V_j
+//      stay in shared memory; the block walks every (query head of the kv head's group, query tile
+//      of kBlockM rows) that can see the key tile (MaskSpec::query_begin/query_end), Q_i and dO_i
+//      streaming through a two-stage cp.async pipeline. Per step, in the transposed orientation
+//      (rows are keys) so that P^T and dS^T are born in registers as the A operands of dV and dK:
+//        S^T  = K_j Q_i^T                P^T = exp2(S^T * scale_log2 - lse_log2)   (masked tiles only
+//        dP^T = V_j dO_i^T               dS^T = P^T * (dP^T - delta)                 pay the mask)
+//        dV_j += P^T dO_i                dK_j += dS^T Q_i
+//        dQ_i += dS K_j                  (dS^T through shared memory; fp32 atomics into dq_accum)
+//      Summing the group's query heads inside one block gives GQA/MQA dK/dV with no atomics and no
+//      fp32 dK/dV scratch. At the end dK *= scale and dK, dV are stored.
+//   3. without params.deterministic, backward_dq_convert: dq = dq_accum * scale in the storage
+//      dtype. With it, the atomics (whose order varies) are skipped and backward_dq_kernel computes
+//      dQ in a second pass instead: one block per (query tile, query head, batch) walks its visible
+//      key tiles in a fixed order, recomputing S, dP and dS (3 products instead of 1, but
+//      bit-identical from run to run).
+//
+// Layouts. Global tensors are any-strided [batch, head, row, head_dim] with a contiguous head_dim
+// (TensorView; all index arithmetic in int64). Shared tiles are row-major and padded by 8
+// elements (tile.cuh), head_dim zero-filled up to the tile width kHeadDim; columns past head_dim
+// are never written. Rows past seqlen_q/seqlen_k are zero-filled too: their P is 0 through
+// lse_log2 = +inf (padding query rows) or the mask (padding keys), so nothing leaks from them.
+// With an unaligned pointer or stride the copies fall back to element loads (tile.cuh).
+//
+// Tile sizes. In the dK/dV kernel each warp owns 16 keys and kHeadDim / kColumnSplit columns of
+// dK and dV (fp32 in registers for the block's whole life); above 128 columns two warps share a
+// key slab (kColumnSplit = 2), each recomputing its S^T/dP^T, to keep dK+dV within 128 registers.
+//   kHeadDim   kBlockN x kBlockM   warps   split   shared memory   dQ pass (deterministic)
+//   32         128 x 64             8       1       55 KB           64 x 64, 4 warps, 30 KB
+//   64         128 x 64             8       1       92 KB           64 x 64, 4 warps, 55 KB
+//   96         128 x 64             8       1       129 KB          64 x 64, 4 warps, 80 KB
+//   128        128 x 64             8       1       159 KB          64 x 64, 4 warps, 104 KB
+//   192        64 x 64              8       2       145 KB          64 x 32, 4 warps, 104 KB
+//   256        64 x 32              8       2       141 KB          64 x 32, 4 warps, 135 KB
+// Every width fits the 163 KB a block may use on an A100 (227 KB on Hopper); GPUs with less
+// (RTX 30/40, L4: 99 KB) get FATTN_ERROR_UNSUPPORTED for the widths that do not fit.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdint>
+
+#include "bwd_launch.cuh"
+#include "error.h"
+#include "params.h"
+#include "ptx.cuh"
+#include "tile.cuh"
+
+namespace fattn::cuda {
+
+template <int kHeadDim_, int kBlockN_, int kBlockM_, int kColumnSplit_, int kDqBlockN_>
+struct BackwardTraitsBase {
+    static constexpr int kHeadDim = kHeadDim_;
+    static constexpr int kRow = tile::kPaddedRow<kHeadDim>;
+
+    // dK/dV kernel.
+    static constexpr int kBlockN = kBlockN_;  // keys per block
+    static constexpr int kBlockM = kBlockM_;  // query rows per step
+    static constexpr int kColumnSplit = kColumnSplit_;
+    static constexpr int kKeyWarps = kBlockN / 16;
+    static constexpr int kWarps = kKeyWarps * kColumnSplit;
+    static constexpr int kThreads = kWarps * 32;
+    static constexpr int kWarpCols = kHeadDim / kColumnSplit;  // dK/dV columns per warp
+    static constexpr int kSTiles = kBlockM / 8;                // 8-query accumulator tiles of S^T
+    static constexpr int kDkvTiles = kWarpCols / 8;
+    // The block's dQ_i += dS K_j product: warps tile the kBlockM x kHeadDim output.
+    static constexpr int kDqWarpsM = kWarps < kBlockM / 16 ? kWarps : kBlockM / 16;
+    static constexpr int kDqWarpsD = kWarps / kDqWarpsM;
+    static constexpr int kDqMTiles = kBlockM / 16 / kDqWarpsM;
+    static constexpr int kDqWarpCols = kHeadDim / kDqWarpsD;
+    static constexpr int kDqTiles = kDqWarpCols / 8;
+    static constexpr int kDsRow = tile::kPaddedRow<kBlockM>;
+    static constexpr int kKVElements = kBlockN * kRow;
+    static constexpr int kQElements = kBlockM * kRow;
+    static constexpr int kStages = 2;
+    static constexpr int kSharedBytes =
+        2 * (2 * kKVElements + 2 * kStages * kQElements + kBlockN * kDsRow) + 4 * 2 * kStages * kBlockM;
+
+    // Deterministic dQ kernel: 4 warps of 16 query rows, kDqBlockN keys per step.
+    static constexpr int kDqWarps = 4;
+    static constexpr int kDqThreads = kDqWarps * 32;
+    static constexpr int kDqBlockM = 16 * kDqWarps;
+    static constexpr int kDqBlockN = kDqBlockN_;
+    static constexpr int kDqSharedBytes = 2 * (2 * kDqBlockM * kRow + 2 * kStages * kDqBlockN * kRow);
+
+    static_assert(kHeadDim % 16 == 0 && kWarpCols % 16 == 0 && kDqWarpCols % 16 == 0, "16-column mma steps");
+    static_assert(kBlockM % 16 == 0 && kDqBlockN % 16 == 0 && BackwardWorkspace::kRowPadding % kBlockM == 0 &&
+                      BackwardWorkspace::kRowPadding % kDqBlockM == 0,
+                  "query tiles divide the workspace's row padding");
+    static_assert(kBlockM / 2 <= kThreads, "one thread per 16-byte chunk of lse_log2/delta");
+};
+
+template <int kHeadDim>
+struct BackwardTraits;
+template <> struct BackwardTraits<32> : BackwardTraitsBase<32, 128, 64, 1, 64> {};
+template <> struct BackwardTraits<64> : BackwardTraitsBase<64, 128, 64, 1, 64> {};
+template <> struct BackwardTraits<96> : BackwardTraitsBase<96, 128, 64, 1, 64> {};
+template <> struct BackwardTraits<128> : BackwardTraitsBase<128, 128, 64, 1, 64> {};
+template <> struct BackwardTraits<192> : BackwardTraitsBase<192, 64, 64, 2, 32> {};
+template <> struct BackwardTraits<256> : BackwardTraitsBase<256, 64, 32, 2, 32> {};
+
+namespace backward_detail {
+
+// Per-lane element offsets of the ldmatrix.x4 row addresses for the 16x16 block at the origin of a
+// padded row-major tile whose rows hold kRow elements (fragment layouts: PTX ISA, mma.m16n8k16).
+// rows_first: matrices (rows 0-7, cols 0-7), (8-15, 0-7), (0-7, 8-15), (8-15, 8-15): plain, the
+//   A operand of a [m][k] tile; .trans, the B operands of two 8-column tiles of a [k][n] tile.
+// cols_first: matrices (rows 0-7, cols 0-7), (0-7, 8-15), (8-15, 0-7), (8-15, 8-15): plain, the
+//   B operands of two 8-row tiles of an [n][k] tile; .trans, the A operand of a [k][m] tile.
+template <int kRow>
+__device__ __forceinline__ int rows_first_offset(int lane) {
+    return (lane % 16) * kRow + (lane / 16) * 8;
+}
+template <int kRow>
+__device__ __forceinline__ int cols_first_offset(int lane) {
+    return ((lane / 16) * 8 + lane % 8) * kRow + ((lane / 8) % 2) * 8;
+}
+
+// d0 += a * (b[0], b[1]) and d1 += a * (b[2], b[3]): the two 8-column tiles of one x4 B load.
+template <typename Element>
+__device__ __forceinline__ void mma_pair(float (&d0)[4], float (&d1)[4], const uint32_t (&a)[4],
+                                         const uint32_t (&b)[4]) {
+    const uint32_t b_left[2] = {b[0], b[1]};
+    const uint32_t b_right[2] = {b[2], b[3]};
+    ptx::mma_m16n8k16<Element>(d0, a, b_left);
+    ptx::mma_m16n8k16<Element>(d1, a, b_right);
+}
+
+template <int kTiles>
+__device__ __forceinline__ void zero(float (&accumulators)[kTiles][4]) {
+#pragma unroll
+    for (int t = 0; t < kTiles; ++t)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) accumulators[t][e] = 0.0f;
+}
+
+// P = exp2(S * scale_log2 - lse_log2) and dS = P * (dP - delta) for one accumulator element, with
+// P = 0 where the (query, key) pair is invisible.
+__device__ __forceinline__ void probability_and_gradient(float& s_to_p, float& dp_to_ds, float lse_log2,
+                                                         float delta, float scale_log2, bool visible) {
+    const float p = visible ? ptx::exp2_approx(fmaf(s_to_p, scale_log2, -lse_log2)) : 0.0f;
+    s_to_p = p;
+    dp_to_ds = p * (dp_to_ds - delta);
+}
+
+__device__ __forceinline__ void atomic_add_pair(float* address, float first, float second) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    atomicAdd(reinterpret_cast<float2*>(address), make_float2(first, second));  // one 8-byte reduction
+#else
+    atomicAdd(address, first);
+    atomicAdd(address + 1, second);
+#endif
+}
+
+inline bool aligned16(const TensorView& view) {
+    return reinterpret_cast<uintptr_t>(view.data) % 16 == 0 &&
+           (view.batch_stride | view.head_stride | view.row_stride) % tile::kChunk == 0;
+}
+
+}  // namespace backward_detail
+
+// Threads per query row in the pre/post-processing kernels: one 16-byte chunk each, rounded up to
+// a power of two so a row's threads form an aligned group of a warp for the shuffle reduction.
+template <int kHeadDim>
+inline constexpr int kRowThreads = kHeadDim <= 32 ? 4 : (kHeadDim <= 64 ? 8 : (kHeadDim <= 128 ? 16 : 32));
+inline constexpr int kRowKernelThreads = 256;
+
+template <int kHeadDim, typename Element>
+__global__ void __launch_bounds__(kRowKernelThreads)
+    backward_preprocess(const __grid_constant__ AttnBwdParams params, const BackwardWorkspace workspace,
+                        bool vectorized) {
+    constexpr int kThreadsPerRow = kRowThreads<kHeadDim>;
+    constexpr float kLog2e = 1.4426950408889634f;
+    const int64_t slot = static_cast<int64_t>(blockIdx.x) * (kRowKernelThreads / kThreadsPerRow) +
+                         threadIdx.x / kThreadsPerRow;  // (batch * heads_q + head) * padded_rows + row
+    const int column = (threadIdx.x % kThreadsPerRow) * tile::kChunk;
+    const int64_t head_row = slot / workspace.padded_rows;
+    const int64_t row = slot - head_row * workspace.padded_rows;
+    const int64_t batch = head_row / params.heads_q;
+    const int64_t head = head_row - batch * params.heads_q;
+    const bool real_row = batch < params.batch && row < params.seqlen_q;
+
+    float dot = 0.0f;
+    if (real_row && column < params.head_dim) {
+        const Element* o = static_cast<const Element*>(params.o.data) + params.o.offset(batch, head, row) + column;
+        const Element* dout =
+            static_cast<const Element*>(params.dout.data) + params.dout.offset(batch, head, row) + column;
+        Element o_chunk[tile::kChunk];
+        Element dout_chunk[tile::kChunk];
+        if (vectorized) {
+            *reinterpret_cast<uint4*>(o_chunk) = *reinterpret_cast<const uint4*>(o);
+            *reinterpret_cast<uint4*>(dout_chunk) = *reinterpret_cast<const uint4*>(dout);
+        } else {
+#pragma unroll
+            for (int e = 0; e < tile::kChunk; ++e) {
+                o_chunk[e] = o[e];
+                dout_chunk[e] = dout[e];
+            }
+        }
+#pragma unroll
+        for (int e = 0; e < tile::kChunk; ++e) dot += static_cast<float>(o_chunk[e]) * static_cast<float>(dout_chunk[e]);
+    }
+#pragma unroll
+    for (int offset = kThreadsPerRow / 2; offset > 0; offset /= 2) dot += __shfl_xor_sync(0xffffffffu, dot, offset);
+
+    if (batch >= params.batch) return;
+    if (column == 0) {
+        float lse_log2 = INFINITY;
+        if (real_row) {
+            const float lse = static_cast<const float*>(params.lse.data)[params.lse.offset(batch, head, row)];
+            if (lse != -INFINITY) lse_log2 = lse * kLog2e;
+        }
+        workspace.lse_log2[slot] = lse_log2;
+        workspace.delta[slot] = dot;
+    }
+    if (workspace.dq_accum != nullptr && real_row && column < kHeadDim) {
+        float4* accum = reinterpret_cast<float4*>(workspace.dq_accum + (head_row * params.seqlen_q + row) * kHeadDim +
+                                                  column);
+        accum[0] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        accum[1] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    }
+}
+
+template <class Traits, typename Element>
+__global__ void __launch_bounds__(Traits::kThreads, 1)
+    backward_dkdv_kernel(const __grid_constant__ AttnBwdParams params, const BackwardWorkspace workspace,
+                         bool vectorized) {
+    using namespace backward_detail;
+    constexpr int kHeadDim = Traits::kHeadDim;
+    constexpr int kBlockN = Traits::kBlockN;
+    constexpr int kBlockM = Traits::kBlockM;
+    constexpr int kRow = Traits::kRow;
+    constexpr int kDsRow = Traits::kDsRow;
+    constexpr uint32_t kElementBytes = sizeof(Element);
+    extern __shared__ __align__(16) unsigned char shared_bytes[];
+    Element* smem_k = reinterpret_cast<Element*>(shared_bytes);
+    Element* smem_v = smem_k + Traits::kKVElements;
+    Element* smem_q = smem_v + Traits::kKVElements;                      // [kStages][kBlockM][kRow]
+    Element* smem_dout = smem_q + Traits::kStages * Traits::kQElements;  // [kStages][kBlockM][kRow]
+    Element* smem_ds = smem_dout + Traits::kStages * Traits::kQElements;  // dS^T: [kBlockN][kDsRow]
+    float* smem_lse = reinterpret_cast<float*>(smem_ds + kBlockN * kDsRow);  // [kStages][kBlockM]
+    float* smem_delta = smem_lse + Traits::kStages * kBlockM;                // [kStages][kBlockM]
+
+    // Key tiles fastest: a head's blocks run together and share its Q/dO in L2; under a causal
+    // mask the first key tiles see the most query rows and start first.
+    const int64_t key_tiles = (params.seqlen_k + kBlockN - 1) / kBlockN;
+    const int64_t block = blockIdx.x;
+    const int64_t key_tile = block % key_tiles;
+    const int64_t kv_head = (block / key_tiles) % params.heads_kv;
+    const int64_t batch = block / key_tiles / params.heads_kv;
+    const int64_t key0 = key_tile * kBlockN;
+    const int keys = static_cast<int>(std::min<int64_t>(kBlockN, params.seqlen_k - key0));
+    const int head_dim = static_cast<int>(params.head_dim);
+    const int lane = threadIdx.x % 32;
+    const int warp = threadIdx.x / 32;
+    const int warp_key0 = (warp % Traits::kKeyWarps) * 16;
+    const int warp_col0 = (warp / Traits::kKeyWarps) * Traits::kWarpCols;
+
+    // Steps: every (query head of the group, query tile) whose rows can see one of these keys.
+    const MaskSpec& mask = params.mask;
+    const int64_t query_begin = mask.query_begin(key0);
+    const int64_t query_end = mask.query_end(key0 + keys - 1);
+    const int64_t first_query_tile = query_begin / kBlockM;
+    const int64_t query_tile_count = query_end > query_begin ? (query_end - 1) / kBlockM - first_query_tile + 1 : 0;
+    const int64_t steps = query_tile_count * params.heads_per_kv;
+    const auto step_head = [&](int64_t step) { return kv_head * params.heads_per_kv + step / query_tile_count; };
+    const auto step_row0 = [&](int64_t step) { return (first_query_tile + step % query_tile_count) * kBlockM; };
+
+    const auto load_step = [&](int64_t step, int stage) {
+        const int64_t head = step_head(step);
+        const int64_t row0 = step_row0(step);
+        const int rows = static_cast<int>(std::min<int64_t>(kBlockM, params.seqlen_q - row0));
+        tile::load_tile<kBlockM, kHeadDim, Traits::kThreads>(
+            smem_q + stage * Traits::kQElements,
+            static_cast<const Element*>(params.q.data) + params.q.offset(batch, head, row0), params.q.row_stride,
+            rows, head_dim, vectorized);
+        tile::load_tile<kBlockM, kHeadDim, Traits::kThreads>(
+            smem_dout + stage * Traits::kQElements,
+            static_cast<const Element*>(params.dout.data) + params.dout.offset(batch, head, row0),
+            params.dout.row_stride, rows, head_dim, vectorized);
+        const int64_t stats = (batch * params.heads_q + head) * workspace.padded_rows + row0;
+        constexpr int kStatChunks = kBlockM / 4;
+        if (threadIdx.x < kStatChunks) {
+            ptx::cp_async_16(ptx::smem_address(smem_lse + stage * kBlockM + threadIdx.x * 4),
+                             workspace.lse_log2 + stats + threadIdx.x * 4, true);
+        } else if (threadIdx.x < 2 * kStatChunks) {
+            const int chunk = threadIdx.x - kStatChunks;
+            ptx::cp_async_16(ptx::smem_address(smem_delta + stage * kBlockM + chunk * 4),
+                             workspace.delta + stats + chunk * 4, true);
+        }
+    };
+
+    float dk[Traits::kDkvTiles][4];
+    float dv[Traits::kDkvTiles][4];
+    zero(dk);
+    zero(dv);
+
+    if (steps > 0) {
+        tile::load_tile<kBlockN, kHeadDim, Traits::kThreads>(
+            smem_k, static_cast<const Element*>(params.k.data) + params.k.offset(batch, kv_head, key0),
+            params.k.row_stride, keys, head_dim, vectorized);
+        tile::load_tile<kBlockN, kHeadDim, Traits::kThreads>(
+            smem_v, static_cast<const Element*>(params.v.data) + params.v.offset(batch, kv_head, key0),
+            params.v.row_stride, keys, head_dim, vectorized);
+        load_step(0, 0);
+    }
+    ptx::cp_async_commit();
+
+    // Per-lane ldmatrix addresses: K/V as A operands of S^T/dP^T (16 keys x 16 columns); Q/dO as
+    // B operands of S^T/dP^T (plain, cols_first) and of dK/dV (.trans, rows_first); dS^T as the
+    // A operand of dQ (.trans, cols_first); K as the B operand of dQ (.trans, rows_first).
+    const uint32_t k_a = ptx::smem_address(smem_k + warp_key0 * kRow + rows_first_offset<kRow>(lane));
+    const uint32_t v_a = ptx::smem_address(smem_v + warp_key0 * kRow + rows_first_offset<kRow>(lane));
+    const uint32_t q_b = ptx::smem_address(smem_q + cols_first_offset<kRow>(lane));
+    const uint32_t dout_b = ptx::smem_address(smem_dout + cols_first_offset<kRow>(lane));
+    const uint32_t q_bt = ptx::smem_address(smem_q + warp_col0 + rows_first_offset<kRow>(lane));
+    const uint32_t dout_bt = ptx::smem_address(smem_dout + warp_col0 + rows_first_offset<kRow>(lane));
+    const int dq_row0 = (warp % Traits::kDqWarpsM) * Traits::kDqMTiles * 16;
+    const int dq_col0 = (warp / Traits::kDqWarpsM) * Traits::kDqWarpCols;
+    const uint32_t ds_at = ptx::smem_address(smem_ds + dq_row0 + cols_first_offset<kDsRow>(lane));
+    const uint32_t k_bt = ptx::smem_address(smem_k + dq_col0 + rows_first_offset<kRow>(lane));
+    constexpr uint32_t kStageBytes = Traits::kQElements * kElementBytes;
+    const bool accumulate_dq = workspace.dq_accum != nullptr;
+
+    for (int64_t step = 0; step < steps; ++step) {
+        const int stage = static_cast<int>(step % Traits::kStages);
+        // The other stage was last read before the previous step's middle barrier: refill it.
+        if (step + 1 < steps) load_step(step + 1, stage ^ 1);
+        ptx::cp_async_commit();
+        ptx::cp_async_wait<1>();
+        __syncthreads();  // this step's Q/dO/lse/delta visible; every warp done with the last dS^T
+
+        // S^T = K Q^T and dP^T = V dO^T for this warp's 16 keys x kBlockM query rows.
+        float s[Traits::kSTiles][4];
+        float dp[Traits::kSTiles][4];
+        zero(s);
+        zero(dp);
+        const uint32_t stage_offset = stage * kStageBytes;
+#pragma unroll
+        for (int kk = 0; kk < kHeadDim / 16; ++kk) {
+            uint32_t k_frag[4];
+            uint32_t v_frag[4];
+            ptx::ldmatrix_x4(k_frag, k_a + kk * 16 * kElementBytes);
+            ptx::ldmatrix_x4(v_frag, v_a + kk * 16 * kElementBytes);
+#pragma unroll
+            for (int np = 0; np < Traits::kSTiles / 2; ++np) {
+                const uint32_t offset = stage_offset + (np * 16 * kRow + kk * 16) * kElementBytes;
+                uint32_t q_frag[4];
+                uint32_t dout_frag[4];
+                ptx::ldmatrix_x4(q_frag, q_b + offset);
+                ptx::ldmatrix_x4(dout_frag, dout_b + offset);
+                mma_pair<Element>(s[2 * np], s[2 * np + 1], k_frag, q_frag);
+                mma_pair<Element>(dp[2 * np], dp[2 * np + 1], v_frag, dout_frag);
+            }
+        }
+
+        // P^T and dS^T in place. Element (key g [+8], query 2t [+1]) of each 16x8 tile.
+        const int64_t row0 = step_row0(step);
+        const int rows = static_cast<int>(std::min<int64_t>(kBlockM, params.seqlen_q - row0));
+        const bool masked = !mask.tile_fully_visible(row0, row0 + rows, key0, key0 + kBlockN);
+        const float* lse_log2 = smem_lse + stage * kBlockM;
+        const float* delta = smem_delta + stage * kBlockM;
+#pragma unroll
+        for (int t = 0; t < Traits::kSTiles; ++t) {
+#pragma unroll
+            for (int e = 0; e < 2; ++e) {
+                const int query = t * 8 + (lane % 4) * 2 + e;
+                int64_t first_key = 0;
+                int64_t end_key = kBlockN;
+                if (masked) {
+                    first_key = mask.key_begin(row0 + query) - key0;
+                    end_key = mask.key_end(row0 + query) - key0;
+                }
+#pragma unroll
+                for (int half = 0; half < 2; ++half) {
+                    const int key = warp_key0 + lane / 4 + half * 8;
+                    probability_and_gradient(s[t][half * 2 + e], dp[t][half * 2 + e], lse_log2[query], delta[query],
+                                             params.scale_log2, key >= first_key && key < end_key);
+                }
+            }
+        }
+
+        // dV += P^T dO and dK += dS^T Q over this warp's columns.
+#pragma unroll
+        for (int kk = 0; kk < kBlockM / 16; ++kk) {
+            uint32_t p_frag[4];
+            uint32_t ds_frag[4];
+            tile::accumulators_to_a<Element>(p_frag, s[2 * kk], s[2 * kk + 1]);
+            tile::accumulators_to_a<Element>(ds_frag, dp[2 * kk], dp[2 * kk + 1]);
+#pragma unroll
+            for (int cp = 0; cp < Traits::kDkvTiles / 2; ++cp) {
+                const uint32_t offset = stage_offset + (kk * 16 * kRow + cp * 16) * kElementBytes;
+                uint32_t dout_frag[4];
+                uint32_t q_frag[4];
+                ptx::ldmatrix_x4_trans(dout_frag, dout_bt + offset);
+                ptx::ldmatrix_x4_trans(q_frag, q_bt + offset);
+                mma_pair<Element>(dv[2 * cp], dv[2 * cp + 1], p_frag, dout_frag);
+                mma_pair<Element>(dk[2 * cp], dk[2 * cp + 1], ds_frag, q_frag);
+            }
+        }
+
+        if (accumulate_dq && warp_col0 == 0) {  // one warp of each key slab publishes its dS^T
+#pragma unroll
+            for (int t = 0; t < Traits::kSTiles; ++t) {
+#pragma unroll
+                for (int half = 0; half < 2; ++half) {
+                    const int key = warp_key0 + lane / 4 + half * 8;
+                    *reinterpret_cast<uint32_t*>(smem_ds + key * kDsRow + t * 8 + (lane % 4) * 2) =
+                        ptx::pack2<Element>(dp[t][half * 2], dp[t][half * 2 + 1]);
+                }
+            }
+        }
+        __syncthreads();  // dS^T complete; every warp done with this stage's Q/dO
+
+        if (accumulate_dq) {
+            float dq[Traits::kDqMTiles][Traits::kDqTiles][4];
+#pragma unroll
+            for (int mt = 0; mt < Traits::kDqMTiles; ++mt) zero(dq[mt]);
+#pragma unroll
+            for (int kk = 0; kk < kBlockN / 16; ++kk) {
+                uint32_t ds_frag[Traits::kDqMTiles][4];
+#pragma unroll
+                for (int mt = 0; mt < Traits::kDqMTiles; ++mt)
+                    ptx::ldmatrix_x4_trans(ds_frag[mt], ds_at + (kk * 16 * kDsRow + mt * 16) * kElementBytes);
+#pragma unroll
+                for (int cp = 0; cp < Traits::kDqTiles / 2; ++cp) {
+                    uint32_t k_frag[4];
+                    ptx::ldmatrix_x4_trans(k_frag, k_bt + (kk * 16 * kRow + cp * 16) * kElementBytes);
+#pragma unroll
+                    for (int mt = 0; mt < Traits::kDqMTiles; ++mt)
+                        mma_pair<Element>(dq[mt][2 * cp], dq[mt][2 * cp + 1], ds_frag[mt], k_frag);
+                }
+            }
+            float* accum = workspace.dq_accum + ((batch * params.heads_q + step_head(step)) * params.seqlen_q + row0) *
+                                                    kHeadDim;
+#pragma unroll
+            for (int mt = 0; mt < Traits::kDqMTiles; ++mt) {
+#pragma unroll
+                for (int half = 0; half < 2; ++half) {
+                    const int row = dq_row0 + mt * 16 + lane / 4 + half * 8;
+                    if (row >= rows) continue;
+#pragma unroll
+                    for (int t = 0; t < Traits::kDqTiles; ++t)
+                        atomic_add_pair(accum + row * kHeadDim + dq_col0 + t * 8 + (lane % 4) * 2, dq[mt][t][half * 2],
+                                        dq[mt][t][half * 2 + 1]);
+                }
+            }
+        }
+    }
+    ptx::cp_async_wait<0>();
+    __syncthreads();  // K/V no longer read: they become the staging tiles of dK/dV
+
+#pragma unroll
+    for (int t = 0; t < Traits::kDkvTiles; ++t) {
+#pragma unroll
+        for (int half = 0; half < 2; ++half) {
+            const int offset = (warp_key0 + lane / 4 + half * 8) * kRow + warp_col0 + t * 8 + (lane % 4) * 2;
+            *reinterpret_cast<uint32_t*>(smem_k + offset) =
+                ptx::pack2<Element>(dk[t][half * 2] * params.scale, dk[t][half * 2 + 1] * params.scale);
+            *reinterpret_cast<uint32_t*>(smem_v + offset) = ptx::pack2<Element>(dv[t][half * 2], dv[t][half * 2 + 1]);
+        }
+    }
+    __syncthreads();
+    tile::store_tile<kBlockN, kHeadDim, Traits::kThreads>(
+        static_cast<Element*>(params.dk.data) + params.dk.offset(batch, kv_head, key0), smem_k, params.dk.row_stride,
+        keys, head_dim, vectorized, threadIdx.x);
+    tile::store_tile<kBlockN, kHeadDim, Traits::kThreads>(
+        static_cast<Element*>(params.dv.data) + params.dv.offset(batch, kv_head, key0), smem_v, params.dv.row_stride,
+        keys, head_dim, vectorized, threadIdx.x);
+}
+
+// dq = dq_accum * scale in the storage dtype; one thread per 8 columns of a row.
+template <int kHeadDim, typename Element>
+__global__ void __launch_bounds__(kRowKernelThreads)
+    backward_dq_convert(const __grid_constant__ AttnBwdParams params, const BackwardWorkspace workspace,
+                        bool vectorized) {
+    constexpr int kChunksPerRow = kHeadDim / tile::kChunk;
+    const int64_t chunk = static_cast<int64_t>(blockIdx.x) * kRowKernelThreads + threadIdx.x;
+    const int64_t head_row = chunk / kChunksPerRow;  // (batch * heads_q + head) * seqlen_q + row
+    const int column = static_cast<int>(chunk - head_row * kChunksPerRow) * tile::kChunk;
+    const int64_t row = head_row % params.seqlen_q;
+    const int64_t batch_head = head_row / params.seqlen_q;
+    const int64_t batch = batch_head / params.heads_q;
+    if (batch >= params.batch || column >= params.head_dim) return;
+    const int64_t head = batch_head - batch * params.heads_q;
+
+    const float4* accum = reinterpret_cast<const float4*>(workspace.dq_accum + head_row * kHeadDim + column);
+    const float4 low = accum[0];
+    const float4 high = accum[1];
+    const float scale = params.scale;
+    alignas(16) Element chunk_out[tile::kChunk];
+    const uint32_t packed[4] = {ptx::pack2<Element>(low.x * scale, low.y * scale),
+                                ptx::pack2<Element>(low.z * scale, low.w * scale),
+                                ptx::pack2<Element>(high.x * scale, high.y * scale),
+                                ptx::pack2<Element>(high.z * scale, high.w * scale)};
+    *reinterpret_cast<uint4*>(chunk_out) = make_uint4(packed[0], packed[1], packed[2], packed[3]);
+    Element* dq = static_cast<Element*>(params.dq.data) + params.dq.offset(batch, head, row) + column;
+    if (vectorized) {
+        *reinterpret_cast<uint4*>(dq) = *reinterpret_cast<const uint4*>(chunk_out);
+    } else {
+#pragma unroll
+        for (int e = 0; e < tile::kChunk; ++e) dq[e] = chunk_out[e];
+    }
+}
+
+// Deterministic dQ: one block per (query tile, query head, batch); warp w owns query rows
+// [16w, 16w + 16). Per visible key tile (two-stage cp.async pipeline, fixed order):
+//   S = Q K^T, dP = dO V^T, P and dS as in the dK/dV kernel (rows are queries here), dQ += dS K.
+template <class Traits, typename Element>
+__global__ void __launch_bounds__(Traits::kDqThreads)
+    backward_dq_kernel(const __grid_constant__ AttnBwdParams params, const BackwardWorkspace workspace,
+                       bool vectorized) {
+    using namespace backward_detail;
+    constexpr int kHeadDim = Traits::kHeadDim;
+    constexpr int kBlockM = Traits::kDqBlockM;
+    constexpr int kBlockN = Traits::kDqBlockN;
+    constexpr int kRow = Traits::kRow;
+    constexpr int kSTiles = kBlockN / 8;
+    constexpr int kOTiles = kHeadDim / 8;
+    constexpr int kKVElements = kBlockN * kRow;
+    constexpr uint32_t kElementBytes = sizeof(Element);
+    extern __shared__ __align__(16) unsigned char shared_bytes[];
+    Element* smem_q = reinterpret_cast<Element*>(shared_bytes);
+    Element* smem_dout = smem_q + kBlockM * kRow;
+    Element* smem_k = smem_dout + kBlockM * kRow;             // [kStages][kBlockN][kRow]
+    Element* smem_v = smem_k + Traits::kStages * kKVElements;  // [kStages][kBlockN][kRow]
+
+    // The last query tiles see the most keys under a causal mask: they start first.
+    const int64_t query_tiles = (params.seqlen_q + kBlockM - 1) / kBlockM;
+    const int64_t block = blockIdx.x;
+    const int64_t query_tile = query_tiles - 1 - block % query_tiles;
+    const int64_t head = (block / query_tiles) % params.heads_q;
+    const int64_t batch = block / query_tiles / params.heads_q;
+    const int64_t kv_head = head / params.heads_per_kv;
+    const int64_t row0 = query_tile * kBlockM;
+    const int rows = static_cast<int>(std::min<int64_t>(kBlockM, params.seqlen_q - row0));
+    const int head_dim = static_cast<int>(params.head_dim);
+    const int lane = threadIdx.x % 32;
+    const int warp = threadIdx.x / 32;
+
+    const MaskSpec& mask = params.mask;
+    const int64_t key_begin = mask.block_key_begin(row0);
+    const int64_t key_end = mask.block_key_end(row0 + rows);
+    const int64_t first_tile = key_begin / kBlockN;
+    const int64_t tile_count = key_end > key_begin ? (key_end - 1) / kBlockN - first_tile + 1 : 0;
+
+    const Element* k = static_cast<const Element*>(params.k.data) + params.k.offset(batch, kv_head, 0);
+    const Element* v = static_cast<const Element*>(params.v.data) + params.v.offset(batch, kv_head, 0);
+    const auto load_keys_values = [&](int64_t key_tile, int stage) {
+        const int64_t key0 = key_tile * kBlockN;
+        const int valid = static_cast<int>(std::min<int64_t>(kBlockN, params.seqlen_k - key0));
+        tile::load_tile<kBlockN, kHeadDim, Traits::kDqThreads>(smem_k + stage * kKVElements,
+                                                               k + key0 * params.k.row_stride, params.k.row_stride,
+                                                               valid, head_dim, vectorized);
+        tile::load_tile<kBlockN, kHeadDim, Traits::kDqThreads>(smem_v + stage * kKVElements,
+                                                               v + key0 * params.v.row_stride, params.v.row_stride,
+                                                               valid, head_dim, vectorized);
+    };
+
+    tile::load_tile<kBlockM, kHeadDim, Traits::kDqThreads>(
+        smem_q, static_cast<const Element*>(params.q.data) + params.q.offset(batch, head, row0), params.q.row_stride,
+        rows, head_dim, vectorized);
+    tile::load_tile<kBlockM, kHeadDim, Traits::kDqThreads>(
+        smem_dout, static_cast<const Element*>(params.dout.data) + params.dout.offset(batch, head, row0),
+        params.dout.row_stride, rows, head_dim, vectorized);
+    if (tile_count > 0) load_keys_values(first_tile, 0);
+    ptx::cp_async_commit();
+
+    // This thread's rows g and g + 8 of its warp's 16 (padding rows read lse_log2 = +inf).
+    float lse_log2[2];
+    float delta[2];
+    const int64_t warp_row0 = row0 + warp * 16;
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+        const int64_t slot = (batch * params.heads_q + head) * workspace.padded_rows + warp_row0 + lane / 4 + half * 8;
+        lse_log2[half] = workspace.lse_log2[slot];
+        delta[half] = workspace.delta[slot];
+    }
+
+    const uint32_t q_a = ptx::smem_address(smem_q + warp * 16 * kRow + rows_first_offset<kRow>(lane));
+    const uint32_t dout_a = ptx::smem_address(smem_dout + warp * 16 * kRow + rows_first_offset<kRow>(lane));
+    const uint32_t k_b = ptx::smem_address(smem_k + cols_first_offset<kRow>(lane));
+    const uint32_t v_b = ptx::smem_address(smem_v + cols_first_offset<kRow>(lane));
+    const uint32_t k_bt = ptx::smem_address(smem_k + rows_first_offset<kRow>(lane));
+    constexpr uint32_t kStageBytes = kKVElements * kElementBytes;
+
+    float dq[kOTiles][4];
+    zero(dq);
+    for (int64_t i = 0; i < tile_count; ++i) {
+        const int stage = static_cast<int>(i % Traits::kStages);
+        __syncthreads();  // every warp is done with the other stage (tile i - 1)
+        if (i + 1 < tile_count) load_keys_values(first_tile + i + 1, stage ^ 1);
+        ptx::cp_async_commit();
+        ptx::cp_async_wait<1>();
+        __syncthreads();
+
+        float s[kSTiles][4];
+        float dp[kSTiles][4];
+        zero(s);
+        zero(dp);
+        const uint32_t stage_offset = stage * kStageBytes;
+#pragma unroll
+        for (int kk = 0; kk < kHeadDim / 16; ++kk) {
+            uint32_t q_frag[4];
+            uint32_t dout_frag[4];
+            ptx::ldmatrix_x4(q_frag, q_a + kk * 16 * kElementBytes);
+            ptx::ldmatrix_x4(dout_frag, dout_a + kk * 16 * kElementBytes);
+#pragma unroll
+            for (int np = 0; np < kSTiles / 2; ++np) {
+                const uint32_t offset = stage_offset + (np * 16 * kRow + kk * 16) * kElementBytes;
+                uint32_t k_frag[4];
+                uint32_t v_frag[4];
+                ptx::ldmatrix_x4(k_frag, k_b + offset);
+                ptx::ldmatrix_x4(v_frag, v_b + offset);
+                mma_pair<Element>(s[2 * np], s[2 * np + 1], q_frag, k_frag);
+                mma_pair<Element>(dp[2 * np], dp[2 * np + 1], dout_frag, v_frag);
+            }
+        }
+
+        const int64_t key0 = (first_tile + i) * kBlockN;
+        const bool masked = !mask.tile_fully_visible(row0, row0 + rows, key0, key0 + kBlockN);
+#pragma unroll
+        for (int half = 0; half < 2; ++half) {
+            const int64_t row = warp_row0 + lane / 4 + half * 8;
+            int64_t first_key = 0;
+            int64_t end_key = kBlockN;
+            if (masked) {
+                first_key = mask.key_begin(row) - key0;
+                end_key = mask.key_end(row) - key0;
+            }
+#pragma unroll
+            for (int t = 0; t < kSTiles; ++t) {
+#pragma unroll
+                for (int e = 0; e < 2; ++e) {
+                    const int key = t * 8 + (lane % 4) * 2 + e;
+                    probability_and_gradient(s[t][half * 2 + e], dp[t][half * 2 + e], lse_log2[half], delta[half],
+                                             params.scale_log2, key >= first_key && key < end_key);
+                }
+            }
+        }
+
+#pragma unroll
+        for (int kk = 0; kk < kBlockN / 16; ++kk) {
+            uint32_t ds_frag[4];
+            tile::accumulators_to_a<Element>(ds_frag, dp[2 * kk], dp[2 * kk + 1]);
+#pragma unroll
+            for (int cp = 0; cp < kOTiles / 2; ++cp) {
+                uint32_t k_frag[4];
+                ptx::ldmatrix_x4_trans(k_frag, k_bt + stage_offset + (kk * 16 * kRow + cp * 16) * kElementBytes);
+                mma_pair<Element>(dq[2 * cp], dq[2 * cp + 1], ds_frag, k_frag);
+            }
+        }
+    }
+    ptx::cp_async_wait<0>();  // with no visible key tile, Q's copy may still be in flight
+    __syncwarp();
+
+    // Stage this warp's dQ rows in its own Q rows, then copy them out 16 bytes at a time.
+    Element* smem_dq = smem_q + warp * 16 * kRow;
+#pragma unroll
+    for (int t = 0; t < kOTiles; ++t) {
+#pragma unroll
+        for (int half = 0; half < 2; ++half) {
+            *reinterpret_cast<uint32_t*>(smem_dq + (lane / 4 + half * 8) * kRow + t * 8 + (lane % 4) * 2) =
+                ptx::pack2<Element>(dq[t][half * 2] * params.scale, dq[t][half * 2 + 1] * params.scale);
+        }
+    }
+    __syncwarp();
+    const int warp_rows = static_cast<int>(std::min<int64_t>(16, params.seqlen_q - warp_row0));
+    tile::store_tile<16, kHeadDim, 32>(
+        static_cast<Element*>(params.dq.data) + params.dq.offset(batch, head, warp_row0), smem_dq,
+        params.dq.row_stride, warp_rows, head_dim, vectorized, lane);
+}
+
+namespace backward_detail {
+
+// Raises a kernel's dynamic shared-memory limit once per device (needed above 48 KB); racing
+// first calls from several threads set the same value, which is harmless.
+template <auto kKernel, int kBytes>
+void allow_shared_memory(const cudaDeviceProp& device, const AttnBwdParams& params, const char* kernel_name) {
+    if (static_cast<size_t>(kBytes) > device.sharedMemPerBlockOptin)
+        fail(FATTN_ERROR_UNSUPPORTED, "q.shape[3]=", params.head_dim, ": the backward's ", kernel_name, " needs ",
+             kBytes, " bytes of shared memory per block; this GPU (", device.name, ") allows ",
+             device.sharedMemPerBlockOptin);
+    constexpr int kMaxDevices = 64;
+    static std::atomic<bool> configured[kMaxDevices] = {};
+    int device_id = 0;
+    if (cudaGetDevice(&device_id) != cudaSuccess) return;  // the caller reports cudaGetLastError()
+    if (device_id < kMaxDevices && configured[device_id].load(std::memory_order_acquire)) return;
+    if (cudaFuncSetAttribute(kKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kBytes) != cudaSuccess) return;
+    if (device_id < kMaxDevices) configured[device_id].store(true, std::memory_order_release);
+}
+
+inline unsigned grid_size(int64_t blocks, const char* what) {
+    if (blocks > INT32_MAX)
+        fail(FATTN_ERROR_UNSUPPORTED, what, " = ", blocks, " blocks exceeds the CUDA grid limit of 2^31 - 1");
+    return static_cast<unsigned>(blocks);
+}
+
+}  // namespace backward_detail
+
+template <int kHeadDim, typename Element>
+void run_backward(const AttnBwdParams& params, const BackwardWorkspace& workspace, const cudaDeviceProp& device,
+                  cudaStream_t stream) {
+    using namespace backward_detail;
+    using Traits = BackwardTraits<kHeadDim>;
+    constexpr auto dkdv_kernel = backward_dkdv_kernel<Traits, Element>;
+    constexpr auto dq_kernel = backward_dq_kernel<Traits, Element>;
+    allow_shared_memory<dkdv_kernel, Traits::kSharedBytes>(device, params, "dK/dV kernel");
+    if (params.deterministic) allow_shared_memory<dq_kernel, Traits::kDqSharedBytes>(device, params, "dQ kernel");
+
+    const bool vectorized = aligned16(params.q) && aligned16(params.k) && aligned16(params.v) &&
+                            aligned16(params.o) && aligned16(params.dout) && aligned16(params.dq) &&
+                            aligned16(params.dk) && aligned16(params.dv);
+    const int64_t key_tiles = (params.seqlen_k + Traits::kBlockN - 1) / Traits::kBlockN;
+    const int64_t query_tiles = (params.seqlen_q + Traits::kDqBlockM - 1) / Traits::kDqBlockM;
+    constexpr int64_t kRowsPerBlock = kRowKernelThreads / kRowThreads<kHeadDim>;
+    constexpr int64_t kChunksPerRow = kHeadDim / tile::kChunk;
+    const unsigned preprocess_blocks = grid_size(
+        (params.batch * params.heads_q * workspace.padded_rows + kRowsPerBlock - 1) / kRowsPerBlock,
+        "batch * heads * rows / rows-per-block (preprocess)");
+    const unsigned dkdv_blocks = grid_size(key_tiles * params.heads_kv * params.batch, "batch * kv heads * key tiles");
+    const unsigned dq_blocks = grid_size(
+        params.deterministic ? query_tiles * params.heads_q * params.batch
+                             : (params.batch * params.heads_q * params.seqlen_q * kChunksPerRow + kRowKernelThreads - 1) /
+                                   kRowKernelThreads,
+        "batch * heads * query tiles (dQ)");
+
+    backward_preprocess<kHeadDim, Element><<<preprocess_blocks, kRowKernelThreads, 0, stream>>>(params, workspace,
+                                                                                                 vectorized);
+    dkdv_kernel<<<dkdv_blocks, Traits::kThreads, Traits::kSharedBytes, stream>>>(params, workspace, vectorized);
+    if (params.deterministic)
+        dq_kernel<<<dq_blocks, Traits::kDqThreads, Traits::kDqSharedBytes, stream>>>(params, workspace, vectorized);
+    else
+        backward_dq_convert<kHeadDim, Element><<<dq_blocks, kRowKernelThreads, 0, stream>>>(params, workspace,
+                                                                                             vectorized);
+}
+
+}  // namespace fattn::cuda
