@@ -1,0 +1,209 @@
+// Tiles of the CPU backend: their geometry, the scratch they live in, conversion between storage
+// rows (f32, f16, bf16, any strides) and fp32 tiles, masks, and the online-softmax steps.
+//
+// Same tiling as the CUDA kernels: a query block of kBlockQ rows meets key tiles of kBlockK keys
+// that start at multiples of kBlockK; tiles entirely outside a row range are skipped, tiles
+// entirely inside it run unmasked, and only the tiles that straddle a bound (or the end of the
+// keys) are masked element by element. Tiles are fp32 with a width padded to a multiple of
+// kLanes (zeros in the padding), so the micro-kernels never need a remainder loop.
+#pragma once
+
+#include <Eigen/Core>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+
+#include "params.h"
+#include "simd.h"
+
+namespace fattn::cpu {
+
+constexpr int64_t kBlockQ = 64;  // query rows per tile
+constexpr int64_t kBlockK = 64;  // keys per tile
+
+inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+inline int64_t padded_width(int64_t width) { return ceil_div(width, kLanes) * kLanes; }
+
+// ---- scratch ------------------------------------------------------------------------------
+
+// Hands out consecutive 64-byte aligned float regions of one buffer. Run over a null base, it
+// only measures: the same code sizes the scratch and lays it out, so the two cannot disagree.
+class ScratchCarver {
+public:
+    explicit ScratchCarver(float* base) : base_(base) {}
+    float* take(int64_t count) {
+        float* region = base_ == nullptr ? nullptr : base_ + used_;
+        used_ += padded_width(count);
+        return region;
+    }
+    std::size_t bytes() const { return static_cast<std::size_t>(used_) * sizeof(float); }
+
+private:
+    float* base_;
+    int64_t used_ = 0;
+};
+
+// ---- storage <-> fp32 -----------------------------------------------------------------------
+
+template <typename Element>
+inline float to_float(Element x) {
+    return static_cast<float>(x);
+}
+
+template <typename Element>
+inline Element from_float(float x) {
+    return static_cast<Element>(x);  // Eigen::half / Eigen::bfloat16 round to nearest even
+}
+
+template <typename Element>
+inline const Element* row_pointer(const TensorView& view, int64_t batch, int64_t head, int64_t row) {
+    return static_cast<const Element*>(view.data) + view.offset(batch, head, row);
+}
+
+template <typename Element>
+inline Element* mutable_row_pointer(const TensorView& view, int64_t batch, int64_t head, int64_t row) {
+    return static_cast<Element*>(view.data) + view.offset(batch, head, row);
+}
+
+// dst[r][c] = src[r][c] for r < rows, c < width; zeros elsewhere in [padded_rows x ld].
+template <typename Element>
+void load_rows(const Element* src, int64_t src_stride, int64_t rows, int64_t width, float* dst, int64_t ld,
+               int64_t padded_rows) {
+    for (int64_t r = 0; r < rows; ++r) {
+        const Element* in = src + r * src_stride;
+        float* out = dst + r * ld;
+        for (int64_t c = 0; c < width; ++c) out[c] = to_float(in[c]);
+        std::fill(out + width, out + ld, 0.0f);
+    }
+    std::fill(dst + rows * ld, dst + padded_rows * ld, 0.0f);
+}
+
+// dst[c][r] = src[r][c] for r < rows, c < width; zeros elsewhere in [padded_width(width) x ld].
+template <typename Element>
+void load_rows_transposed(const Element* src, int64_t src_stride, int64_t rows, int64_t width, float* dst,
+                          int64_t ld) {
+    std::fill(dst, dst + padded_width(width) * ld, 0.0f);
+    for (int64_t r = 0; r < rows; ++r) {
+        const Element* in = src + r * src_stride;
+        for (int64_t c = 0; c < width; ++c) dst[c * ld + r] = to_float(in[c]);
+    }
+}
+
+// dst[r][c] = factor * src[r][c] for r < rows, c < width, converted to the storage type.
+template <typename Element>
+void store_rows(const float* src, int64_t ld, int64_t rows, int64_t width, float factor, Element* dst,
+                int64_t dst_stride) {
+    for (int64_t r = 0; r < rows; ++r) {
+        const float* in = src + r * ld;
+        Element* out = dst + r * dst_stride;
+        for (int64_t c = 0; c < width; ++c) out[c] = from_float<Element>(factor * in[c]);
+    }
+}
+
+// Runs body(ElementTag<T>{}) with T the storage type of `dtype`.
+template <typename T>
+struct ElementTag {
+    using type = T;
+};
+
+template <typename Body>
+void dispatch_element_type(DType dtype, Body&& body) {
+    switch (dtype) {
+        case DType::F32: return body(ElementTag<float>{});
+        case DType::F16: return body(ElementTag<Eigen::half>{});
+        case DType::BF16: return body(ElementTag<Eigen::bfloat16>{});
+    }
+}
+
+// ---- masks --------------------------------------------------------------------------------
+
+// A query block [row_begin, row_begin + rows) against a key tile [key_begin, key_begin + keys).
+struct TilePair {
+    int64_t row_begin;
+    int64_t rows;
+    int64_t key_begin;
+    int64_t keys;
+};
+
+// Whether any (row, key) of the pair may be visible. Decided from the block's key range alone, so
+// every pass of the backward skips exactly the same pairs, whichever loop order it uses.
+inline bool pair_may_see(const MaskSpec& mask, const TilePair& pair) {
+    const int64_t first = mask.block_key_begin(pair.row_begin);
+    const int64_t last = mask.block_key_end(pair.row_begin + pair.rows);
+    return first < last && first < pair.key_begin + pair.keys && last > pair.key_begin;
+}
+
+// Whether the pair's score tile (of `cols` columns, keys beyond pair.keys being padding) needs
+// the per-element mask.
+inline bool pair_needs_mask(const MaskSpec& mask, const TilePair& pair, int64_t cols) {
+    return cols != pair.keys || !mask.tile_fully_visible(pair.row_begin, pair.row_begin + pair.rows,
+                                                         pair.key_begin, pair.key_begin + pair.keys);
+}
+
+// Sets to -inf every score that its row cannot see, padding columns included.
+inline void mask_scores(const MaskSpec& mask, const TilePair& pair, float* scores, int64_t ld) {
+    for (int64_t r = 0; r < pair.rows; ++r) {
+        const int64_t row = pair.row_begin + r;
+        const int64_t lo = std::clamp<int64_t>(mask.key_begin(row) - pair.key_begin, 0, pair.keys);
+        const int64_t hi = std::clamp<int64_t>(mask.key_end(row) - pair.key_begin, lo, pair.keys);
+        float* s = scores + r * ld;
+        std::fill(s, s + lo, -INFINITY);
+        std::fill(s + hi, s + ld, -INFINITY);
+    }
+}
+
+// ---- online softmax, one row at a time ------------------------------------------------------
+
+inline float row_max(const float* s, int64_t cols) {
+    Vec16 m = load(s);
+    for (int64_t c = kLanes; c < cols; c += kLanes) m = max(m, load(s + c));
+    return reduce_max(m);
+}
+
+// s = 2^(s * scale_log2 - offset) in place, returns the row's sum. Masked scores (-inf) give 0.
+inline float exp2_row(float* s, int64_t cols, float scale_log2, float offset) {
+    const Vec16 scale = broadcast(scale_log2);
+    const Vec16 minus_offset = broadcast(-offset);
+    Vec16 sum = zero();
+    for (int64_t c = 0; c < cols; c += kLanes) {
+        const Vec16 p = exp2(fma(load(s + c), scale, minus_offset));
+        store(s + c, p);
+        sum = sum + p;
+    }
+    return reduce_add(sum);
+}
+
+inline void scale_row(float* o, int64_t cols, float factor) {
+    const Vec16 f = broadcast(factor);
+    for (int64_t c = 0; c < cols; c += kLanes) store(o + c, load(o + c) * f);
+}
+
+// A query row's running softmax statistics, in raw (unscaled) score units.
+struct RowStats {
+    float max = -INFINITY;
+    float sum = 0.0f;
+};
+
+// Folds a tile of raw scores into the row's running max and sum, turns the scores into
+// unnormalized probabilities, and returns the factor the row's output accumulator must shrink by.
+inline float online_softmax_step(float* scores, int64_t cols, float scale_log2, RowStats& stats) {
+    const float new_max = std::max(stats.max, row_max(scores, cols));
+    // A row that has seen only masked keys keeps max -inf; offset 0 keeps 2^(-inf - offset) = 0.
+    const float offset = new_max == -INFINITY ? 0.0f : new_max * scale_log2;
+    const float shrink = std::exp2(stats.max * scale_log2 - offset);
+    stats.sum = stats.sum * shrink + exp2_row(scores, cols, scale_log2, offset);
+    stats.max = new_max;
+    return shrink;
+}
+
+// Natural-log log-sum-exp of the row's scaled scores; -inf for a row that saw no key.
+inline float row_lse(const RowStats& stats, float scale) {
+    return stats.sum == 0.0f ? -INFINITY : stats.max * scale + std::log(stats.sum);
+}
+
+// The forward's lse in the backward's exp2 units; +inf for a row that saw no key, so that
+// 2^(s - offset) is 0 for each of its scores instead of NaN.
+inline float lse_to_exp2_offset(float lse) { return lse == -INFINITY ? INFINITY : lse * 1.4426950408889634f; }
+
+}  // namespace fattn::cpu
