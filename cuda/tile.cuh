@@ -1,0 +1,110 @@
+// Small tile helpers shared by the sm_80 kernels (forward and backward): the padded shared-memory
+// tile layout, predicated global->shared tile copies, mma fragment conversions and the quad
+// reductions of the online softmax.
+//
+// Shared-memory tiles are row-major with each row padded by 8 elements (16 bytes): for a tile
+// width D that is a multiple of 16, a row is 4 * (D/8 + 1) words with D/8 + 1 odd, so the 8 rows
+// of one ldmatrix 8x8 matrix start in 8 distinct groups of 4 banks. ldmatrix (plain and .trans)
+// and the accumulator stores are then conflict-free for every tile width, with no swizzle.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "ptx.cuh"
+
+namespace fattn::cuda::tile {
+
+// Elements per shared-memory row of a tile that holds `kCols` columns.
+template <int kCols>
+inline constexpr int kPaddedRow = kCols + 8;
+
+// Elements per 16-byte chunk, the unit of every global<->shared copy.
+inline constexpr int kChunk = 8;
+
+// Copies a kRows x kCols tile from global memory (row-major, `row_stride` elements between rows)
+// into a padded shared tile. Rows >= valid_rows and columns >= valid_cols are zero-filled and never
+// read from global memory. valid_cols is a multiple of 8, so a 16-byte chunk is all in or all out.
+// With `vectorized` (base and stride 16-byte aligned) the copy is asynchronous (cp.async; the
+// caller commits and waits); otherwise each element is loaded and stored synchronously.
+template <int kRows, int kCols, int kThreads, typename Element>
+__device__ __forceinline__ void load_tile(Element* smem, const Element* global, int64_t row_stride, int valid_rows,
+                                          int valid_cols, bool vectorized) {
+    constexpr int kChunksPerRow = kCols / kChunk;
+    constexpr int kChunks = kRows * kChunksPerRow;
+    static_assert(kCols % kChunk == 0, "tile width must be a multiple of 8 elements");
+    static_assert(kChunks % kThreads == 0, "every thread copies the same number of chunks");
+#pragma unroll
+    for (int i = 0; i < kChunks / kThreads; ++i) {
+        const int chunk = static_cast<int>(threadIdx.x) + i * kThreads;
+        const int row = chunk / kChunksPerRow;
+        const int col = (chunk % kChunksPerRow) * kChunk;
+        const bool valid = row < valid_rows && col < valid_cols;
+        Element* destination = smem + row * kPaddedRow<kCols> + col;
+        const Element* source = valid ? global + row * row_stride + col : global;
+        if (vectorized) {
+            ptx::cp_async_16(ptx::smem_address(destination), source, valid);
+        } else {
+#pragma unroll
+            for (int e = 0; e < kChunk; ++e) destination[e] = valid ? source[e] : Element(0.0f);
+        }
+    }
+}
+
+// Copies the first valid_rows x valid_cols of a padded shared tile to global memory (row-major,
+// `row_stride` elements between rows), 16 bytes at a time when `vectorized`. The kThreads threads
+// numbered `lane` = 0..kThreads-1 cooperate (a warp storing its own rows, or a whole block).
+template <int kRows, int kCols, int kThreads, typename Element>
+__device__ __forceinline__ void store_tile(Element* global, const Element* smem, int64_t row_stride, int valid_rows,
+                                           int valid_cols, bool vectorized, int lane) {
+    constexpr int kChunksPerRow = kCols / kChunk;
+    constexpr int kChunks = kRows * kChunksPerRow;
+    static_assert(kChunks % kThreads == 0, "every thread copies the same number of chunks");
+#pragma unroll
+    for (int i = 0; i < kChunks / kThreads; ++i) {
+        const int chunk = lane + i * kThreads;
+        const int row = chunk / kChunksPerRow;
+        const int col = (chunk % kChunksPerRow) * kChunk;
+        if (row >= valid_rows || col >= valid_cols) continue;
+        const Element* source = smem + row * kPaddedRow<kCols> + col;
+        Element* destination = global + row * row_stride + col;
+        if (vectorized) {
+            *reinterpret_cast<uint4*>(destination) = *reinterpret_cast<const uint4*>(source);
+        } else {
+#pragma unroll
+            for (int e = 0; e < kChunk; ++e) destination[e] = source[e];
+        }
+    }
+}
+
+// The four mma accumulator registers of two adjacent 8-column tiles (C layout: row g holds
+// c[0..1], row g+8 holds c[2..3]) become one 16x16 A operand: the P of P*V straight from
+// registers, as FlashAttention-2 does.
+template <typename Element>
+__device__ __forceinline__ void accumulators_to_a(uint32_t (&a)[4], const float (&left)[4], const float (&right)[4]) {
+    a[0] = ptx::pack2<Element>(left[0], left[1]);
+    a[1] = ptx::pack2<Element>(left[2], left[3]);
+    a[2] = ptx::pack2<Element>(right[0], right[1]);
+    a[3] = ptx::pack2<Element>(right[2], right[3]);
+}
+
+// The four lanes of a quad (lane / 4 equal) share one accumulator row: reduce across them.
+__device__ __forceinline__ float quad_max(float value) {
+    value = fmaxf(value, __shfl_xor_sync(0xffffffffu, value, 1));
+    return fmaxf(value, __shfl_xor_sync(0xffffffffu, value, 2));
+}
+
+__device__ __forceinline__ float quad_sum(float value) {
+    value += __shfl_xor_sync(0xffffffffu, value, 1);
+    return value + __shfl_xor_sync(0xffffffffu, value, 2);
+}
+
+// Online-softmax exponent offset for a row whose running max is `row_max`: the row's values
+// become exp2(s * scale_log2 - offset). A row that has seen no visible key yet (max = -inf) uses
+// 0, so that exp2(-inf - offset) = 0 instead of NaN.
+__device__ __forceinline__ float softmax_offset(float row_max, float scale_log2) {
+    return row_max == -INFINITY ? 0.0f : row_max * scale_log2;
+}
+
+}  // namespace fattn::cuda::tile
