@@ -2,15 +2,18 @@
 //
 // One OpenMP task per (batch, query head, block of kBlockQ query rows). The task walks the key
 // tiles its rows can see (tile.h: skipped / unmasked / masked), and per tile:
-//   S = Q K^T                      raw scores, tile_gemm over the packed Q and K^T tiles
-//   mask S                         only when the tile straddles a row's key range or the last key
-//   P = 2^(S*scale_log2 - max)     online softmax: running max and sum per row, scale folded in
+//   S^T = K Q^T                    raw scores, transposed: one query per vector lane
+//   mask S^T                       only when the tile straddles a row's key range
+//   P^T = 2^(S^T*scale_log2 - max) online softmax: running max and sum per query, scale folded in
 //   O = O * shrink + P V           the row's accumulator, rescaled only when its max moved
 // and at the end O /= sum, lse = max*scale + ln(sum) (natural log), converted to the storage type.
+// Why transposed: Q^T is packed once per task and then serves every key tile, while K and V are
+// read in place (fp32 storage) or converted without a transpose (f16/bf16), and the softmax
+// statistics of sixteen queries are one vector, with no horizontal reduction.
 // GQA: query head h reads key/value head h / heads_per_kv, in place.
 //
-// Scratch per thread (fp32, Dp = head_dim rounded up to 16): Q [kBlockQ x Dp], K^T [Dp x kBlockK],
-// V [kBlockK x Dp], S [kBlockQ x kBlockK], O [kBlockQ x Dp]; about 330 KiB at head_dim 256.
+// Scratch per thread (fp32, Dp = head_dim rounded up to 16): Q^T [Dp x kBlockQ], K and V
+// [kBlockK x Dp] (conversions), S^T [kBlockK x kBlockQ], O [kBlockQ x Dp]; 272 KiB at head_dim 256.
 //
 // Determinism: every output row is produced by one task, in a fixed order of key tiles, with
 // fixed-shape kernels, so o and lse are bit-identical whatever the thread count or schedule.
@@ -18,6 +21,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <type_traits>
 
 #include "kernels.h"
 #include "microkernel.h"
@@ -27,18 +31,18 @@ namespace fattn::cpu {
 namespace {
 
 struct ForwardTiles {
-    float* q;       // [kBlockQ x Dp]
-    float* kt;      // [Dp x kBlockK]
-    float* v;       // [kBlockK x Dp]
-    float* scores;  // [kBlockQ x kBlockK]: S, then P in place
-    float* out;     // [kBlockQ x Dp]: the unnormalized output accumulator
+    float* qt;        // Q^T [Dp x kBlockQ]
+    float* k;         // K   [kBlockK x Dp], when K is not read in place
+    float* v;         // V   [kBlockK x Dp], when V is not read in place
+    float* scores_t;  // S^T, then P^T in place [kBlockK x kBlockQ]
+    float* out;       // [kBlockQ x Dp]: the unnormalized output accumulator
 
     static ForwardTiles carve(ScratchCarver& carver, int64_t dp) {
         ForwardTiles t{};
-        t.q = carver.take(kBlockQ * dp);
-        t.kt = carver.take(dp * kBlockK);
+        t.qt = carver.take(dp * kBlockQ);
+        t.k = carver.take(kBlockK * dp);
         t.v = carver.take(kBlockK * dp);
-        t.scores = carver.take(kBlockQ * kBlockK);
+        t.scores_t = carver.take(kBlockK * kBlockQ);
         t.out = carver.take(kBlockQ * dp);
         return t;
     }
@@ -50,45 +54,77 @@ std::size_t forward_tiles_bytes(int64_t dp) {
     return measure.bytes();
 }
 
+// A key tile and its value tile as the kernels read them: row-major fp32 with leading dimensions.
+struct KeyValueTile {
+    const float* k;
+    int64_t k_ld;
+    const float* v;
+    int64_t v_ld;
+};
+
+// Reads fp32 storage in place (K is only broadcast from, so any head_dim; V is loaded by whole
+// vectors, so only when head_dim is a multiple of them) and converts everything else.
+template <typename Element>
+KeyValueTile key_value_tile(const AttnParams& p, int64_t batch, int64_t kv_head, int64_t key_begin, int64_t keys,
+                            const ForwardTiles& t) {
+    const int64_t dp = padded_width(p.head_dim);
+    const Element* k = row_pointer<Element>(p.k, batch, kv_head, key_begin);
+    const Element* v = row_pointer<Element>(p.v, batch, kv_head, key_begin);
+    KeyValueTile tile{t.k, dp, t.v, dp};
+    if constexpr (std::is_same_v<Element, float>) {
+        tile.k = k;
+        tile.k_ld = p.k.row_stride;
+        if (p.head_dim == dp) {
+            tile.v = v;
+            tile.v_ld = p.v.row_stride;
+            return tile;
+        }
+    } else {
+        load_rows(k, p.k.row_stride, keys, p.head_dim, t.k, dp, keys);
+    }
+    load_rows(v, p.v.row_stride, keys, p.head_dim, t.v, dp, keys);
+    return tile;
+}
+
 template <typename Element>
 void forward_query_block(const AttnParams& p, int64_t batch, int64_t head, int64_t block, const ForwardTiles& t) {
     const int64_t dp = padded_width(p.head_dim);
     const int64_t kv_head = head / p.heads_per_kv;
     const int64_t row_begin = block * kBlockQ;
     const int64_t rows = std::min(kBlockQ, p.seqlen_q - row_begin);
+    const int64_t query_lanes = padded_width(rows);
 
-    load_rows(row_pointer<Element>(p.q, batch, head, row_begin), p.q.row_stride, rows, p.head_dim, t.q, dp, rows);
+    load_rows_transposed(row_pointer<Element>(p.q, batch, head, row_begin), p.q.row_stride, rows, p.head_dim, t.qt,
+                         kBlockQ);
     std::fill(t.out, t.out + rows * dp, 0.0f);
-    RowStats stats[kBlockQ];
+    QueryStats stats;
 
     const int64_t key_first = p.mask.block_key_begin(row_begin);
     const int64_t key_last = p.mask.block_key_end(row_begin + rows);
     for (int64_t key_begin = key_first / kBlockK * kBlockK; key_first < key_last && key_begin < key_last;
          key_begin += kBlockK) {
         const TilePair pair{row_begin, rows, key_begin, std::min(kBlockK, p.seqlen_k - key_begin)};
-        const int64_t cols = padded_width(pair.keys);
-        load_rows_transposed(row_pointer<Element>(p.k, batch, kv_head, key_begin), p.k.row_stride, pair.keys,
-                             p.head_dim, t.kt, kBlockK);
-        load_rows(row_pointer<Element>(p.v, batch, kv_head, key_begin), p.v.row_stride, pair.keys, p.head_dim,
-                  t.v, dp, pair.keys);
+        const KeyValueTile kv = key_value_tile<Element>(p, batch, kv_head, key_begin, pair.keys, t);
 
-        tile_gemm(rows, cols, dp, {t.q, dp, 1, t.kt, kBlockK, t.scores, kBlockK}, Accumulate::kOverwrite);
-        if (pair_needs_mask(p.mask, pair, cols)) mask_scores(p.mask, pair, t.scores, kBlockK);
-        for (int64_t r = 0; r < rows; ++r) {
-            const float shrink = online_softmax_step(t.scores + r * kBlockK, cols, p.scale_log2, stats[r]);
-            if (shrink != 1.0f) scale_row(t.out + r * dp, dp, shrink);
-        }
-        tile_gemm(rows, dp, pair.keys, {t.scores, kBlockK, 1, t.v, dp, t.out, dp}, Accumulate::kAdd);
+        tile_gemm(pair.keys, query_lanes, p.head_dim, {kv.k, kv.k_ld, 1, t.qt, kBlockQ, t.scores_t, kBlockQ},
+                  Accumulate::kOverwrite);
+        if (!p.mask.tile_fully_visible(row_begin, row_begin + rows, key_begin, key_begin + pair.keys))
+            mask_scores_transposed(p.mask, pair, t.scores_t, kBlockQ);
+        online_softmax_step(t.scores_t, pair.keys, kBlockQ, query_lanes, p.scale_log2, stats);
+        for (int64_t r = 0; r < rows; ++r)
+            if (stats.shrink[r] != 1.0f) scale_row(t.out + r * dp, dp, stats.shrink[r]);
+        tile_gemm(rows, dp, pair.keys, {t.scores_t, 1, kBlockQ, kv.v, kv.v_ld, t.out, dp}, Accumulate::kAdd);
     }
 
     for (int64_t r = 0; r < rows; ++r) {
         Element* out_row = mutable_row_pointer<Element>(p.o, batch, head, row_begin + r);
-        if (stats[r].sum == 0.0f) {
+        if (stats.sum[r] == 0.0f) {
             std::fill(out_row, out_row + p.head_dim, from_float<Element>(0.0f));  // the row sees no key
         } else {
-            store_rows(t.out + r * dp, dp, 1, p.head_dim, 1.0f / stats[r].sum, out_row, 0);
+            store_rows(t.out + r * dp, dp, 1, p.head_dim, 1.0f / stats.sum[r], out_row, 0);
         }
-        if (p.lse.data != nullptr) *mutable_row_pointer<float>(p.lse, batch, head, row_begin + r) = row_lse(stats[r], p.scale);
+        if (p.lse.data != nullptr)
+            *mutable_row_pointer<float>(p.lse, batch, head, row_begin + r) = row_lse(stats, r, p.scale);
     }
 }
 

@@ -11,7 +11,7 @@
 #include <cstdint>
 
 #if defined(__AVX512F__)
-// GCC 12 reports its own _mm512_undefined_ps() inside the reduce intrinsics as maybe-uninitialized.
+// GCC 12 reports its own _mm512_undefined_ps() inside some intrinsics as maybe-uninitialized.
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include <immintrin.h>
@@ -51,8 +51,10 @@ inline Vec16 operator*(Vec16 a, Vec16 b) { return {_mm512_mul_ps(a.v, b.v)}; }
 // a * b + c, one rounding.
 inline Vec16 fma(Vec16 a, Vec16 b, Vec16 c) { return {_mm512_fmadd_ps(a.v, b.v, c.v)}; }
 inline Vec16 max(Vec16 a, Vec16 b) { return {_mm512_max_ps(a.v, b.v)}; }
-inline float reduce_max(Vec16 a) { return _mm512_reduce_max_ps(a.v); }
-inline float reduce_add(Vec16 a) { return _mm512_reduce_add_ps(a.v); }
+inline Vec16 zero_where_minus_inf(Vec16 a) {
+    return {_mm512_mask_blend_ps(_mm512_cmp_ps_mask(a.v, _mm512_set1_ps(-INFINITY), _CMP_EQ_OQ), a.v,
+                                 _mm512_setzero_ps())};
+}
 
 inline Vec16 exp2(Vec16 x) {
     // max_ps returns its second operand when either is NaN: NaN scores stay NaN.
@@ -92,15 +94,8 @@ inline Vec16 fma(Vec16 a, Vec16 b, Vec16 c) {
 inline Vec16 max(Vec16 a, Vec16 b) {
     return lanewise([&](int64_t i) { return a.lane[i] > b.lane[i] || std::isnan(b.lane[i]) ? a.lane[i] : b.lane[i]; });
 }
-inline float reduce_max(Vec16 a) {
-    float m = a.lane[0];
-    for (int64_t i = 1; i < kLanes; ++i) m = a.lane[i] > m ? a.lane[i] : m;
-    return m;
-}
-inline float reduce_add(Vec16 a) {
-    float s = 0.0f;
-    for (int64_t i = 0; i < kLanes; ++i) s += a.lane[i];
-    return s;
+inline Vec16 zero_where_minus_inf(Vec16 a) {
+    return lanewise([&](int64_t i) { return a.lane[i] == -INFINITY ? 0.0f : a.lane[i]; });
 }
 
 inline Vec16 exp2(Vec16 x) {

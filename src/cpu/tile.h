@@ -153,53 +153,78 @@ inline void mask_scores(const MaskSpec& mask, const TilePair& pair, float* score
     }
 }
 
-// ---- online softmax, one row at a time ------------------------------------------------------
-
-inline float row_max(const float* s, int64_t cols) {
-    Vec16 m = load(s);
-    for (int64_t c = kLanes; c < cols; c += kLanes) m = max(m, load(s + c));
-    return reduce_max(m);
+// Transposed tile S^T [keys x queries] of the forward: sets to -inf every score its query row
+// cannot see. Query lanes beyond pair.rows are left alone: each lane is a row of its own, never stored.
+inline void mask_scores_transposed(const MaskSpec& mask, const TilePair& pair, float* scores_t, int64_t ld) {
+    for (int64_t j = 0; j < pair.keys; ++j) {
+        const int64_t key = pair.key_begin + j;
+        const int64_t lo = std::clamp<int64_t>(mask.query_begin(key) - pair.row_begin, 0, pair.rows);
+        const int64_t hi = std::clamp<int64_t>(mask.query_end(key) - pair.row_begin, lo, pair.rows);
+        float* s = scores_t + j * ld;
+        std::fill(s, s + lo, -INFINITY);
+        std::fill(s + hi, s + pair.rows, -INFINITY);
+    }
 }
 
-// s = 2^(s * scale_log2 - offset) in place, returns the row's sum. Masked scores (-inf) give 0.
-inline float exp2_row(float* s, int64_t cols, float scale_log2, float offset) {
+// ---- online softmax --------------------------------------------------------------------------
+//
+// The forward works on transposed score tiles S^T [keys x queries], one query per lane, so the
+// running max and sum of sixteen query rows are one vector each and no step needs a horizontal
+// reduction. Statistics are in raw (unscaled) score units; the scale is folded into the exponent.
+
+// A query block's running softmax statistics, one entry per query row.
+struct QueryStats {
+    alignas(64) float max[kBlockQ];
+    alignas(64) float sum[kBlockQ];
+    alignas(64) float shrink[kBlockQ];  // of the last step: the factor the output rows must shrink by
+
+    QueryStats() {
+        std::fill(max, max + kBlockQ, -INFINITY);
+        std::fill(sum, sum + kBlockQ, 0.0f);
+    }
+};
+
+// Folds a transposed tile of raw scores (keys rows of `cols` query lanes, leading dimension ld)
+// into the running max and sum, turns the scores into unnormalized probabilities, and leaves
+// in stats.shrink the factor by which each query's output accumulator must shrink.
+inline void online_softmax_step(float* scores_t, int64_t keys, int64_t ld, int64_t cols, float scale_log2,
+                                QueryStats& stats) {
+    const Vec16 scale = broadcast(scale_log2);
+    for (int64_t c = 0; c < cols; c += kLanes) {
+        const Vec16 old_max = load(stats.max + c);
+        Vec16 new_max = old_max;
+        for (int64_t j = 0; j < keys; ++j) new_max = max(new_max, load(scores_t + j * ld + c));
+        // A query that has seen only masked keys keeps max -inf; offset 0 keeps 2^(-inf - offset) = 0.
+        const Vec16 offset = zero_where_minus_inf(new_max * scale);
+        const Vec16 shrink = exp2(fma(old_max, scale, zero() - offset));
+        Vec16 tile_sum = zero();
+        for (int64_t j = 0; j < keys; ++j) {
+            float* s = scores_t + j * ld + c;
+            const Vec16 p = exp2(fma(load(s), scale, zero() - offset));
+            store(s, p);
+            tile_sum = tile_sum + p;
+        }
+        store(stats.sum + c, fma(load(stats.sum + c), shrink, tile_sum));
+        store(stats.max + c, new_max);
+        store(stats.shrink + c, shrink);
+    }
+}
+
+// Natural-log log-sum-exp of query row r's scaled scores; -inf for a row that saw no key.
+inline float row_lse(const QueryStats& stats, int64_t r, float scale) {
+    return stats.sum[r] == 0.0f ? -INFINITY : stats.max[r] * scale + std::log(stats.sum[r]);
+}
+
+// The backward's P = 2^(s * scale_log2 - offset) over one row of scores, in place.
+inline void exp2_row(float* s, int64_t cols, float scale_log2, float offset) {
     const Vec16 scale = broadcast(scale_log2);
     const Vec16 minus_offset = broadcast(-offset);
-    Vec16 sum = zero();
-    for (int64_t c = 0; c < cols; c += kLanes) {
-        const Vec16 p = exp2(fma(load(s + c), scale, minus_offset));
-        store(s + c, p);
-        sum = sum + p;
-    }
-    return reduce_add(sum);
+    for (int64_t c = 0; c < cols; c += kLanes) store(s + c, exp2(fma(load(s + c), scale, minus_offset)));
 }
 
 inline void scale_row(float* o, int64_t cols, float factor) {
     const Vec16 f = broadcast(factor);
     for (int64_t c = 0; c < cols; c += kLanes) store(o + c, load(o + c) * f);
-}
-
-// A query row's running softmax statistics, in raw (unscaled) score units.
-struct RowStats {
-    float max = -INFINITY;
-    float sum = 0.0f;
-};
-
-// Folds a tile of raw scores into the row's running max and sum, turns the scores into
-// unnormalized probabilities, and returns the factor the row's output accumulator must shrink by.
-inline float online_softmax_step(float* scores, int64_t cols, float scale_log2, RowStats& stats) {
-    const float new_max = std::max(stats.max, row_max(scores, cols));
-    // A row that has seen only masked keys keeps max -inf; offset 0 keeps 2^(-inf - offset) = 0.
-    const float offset = new_max == -INFINITY ? 0.0f : new_max * scale_log2;
-    const float shrink = std::exp2(stats.max * scale_log2 - offset);
-    stats.sum = stats.sum * shrink + exp2_row(scores, cols, scale_log2, offset);
-    stats.max = new_max;
-    return shrink;
-}
-
-// Natural-log log-sum-exp of the row's scaled scores; -inf for a row that saw no key.
-inline float row_lse(const RowStats& stats, float scale) {
-    return stats.sum == 0.0f ? -INFINITY : stats.max * scale + std::log(stats.sum);
 }
 
 // The forward's lse in the backward's exp2 units; +inf for a row that saw no key, so that
