@@ -10,13 +10,15 @@
 #include <cmath>
 #include <cstdint>
 
-#if defined(__AVX512F__)
-// GCC 12 reports its own _mm512_undefined_ps() inside some intrinsics as maybe-uninitialized.
+// GCC 12 reports its own _mm512_undefined_ps() inside some intrinsics as maybe-uninitialized;
+// Eigen includes the intrinsics too, so both are included under the same silence.
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include <Eigen/Core>
+#if defined(__AVX512F__)
 #include <immintrin.h>
-#pragma GCC diagnostic pop
 #endif
+#pragma GCC diagnostic pop
 
 namespace fattn::cpu {
 
@@ -42,6 +44,14 @@ struct Vec16 {
 };
 
 inline Vec16 load(const float* p) { return {_mm512_loadu_ps(p)}; }
+// Sixteen 16-bit storage elements widened to fp32 (exact).
+inline Vec16 load(const Eigen::half* p) {
+    return {_mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)))};
+}
+inline Vec16 load(const Eigen::bfloat16* p) {
+    const __m512i widened = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+    return {_mm512_castsi512_ps(_mm512_slli_epi32(widened, 16))};
+}
 inline void store(float* p, Vec16 a) { _mm512_storeu_ps(p, a.v); }
 inline Vec16 broadcast(float s) { return {_mm512_set1_ps(s)}; }
 inline Vec16 zero() { return {_mm512_setzero_ps()}; }
@@ -79,7 +89,10 @@ inline Vec16 lanewise(Op op) {
     return r;
 }
 
-inline Vec16 load(const float* p) { return lanewise([&](int64_t i) { return p[i]; }); }
+template <typename Element>
+inline Vec16 load(const Element* p) {
+    return lanewise([&](int64_t i) { return static_cast<float>(p[i]); });
+}
 inline void store(float* p, Vec16 a) {
     for (int64_t i = 0; i < kLanes; ++i) p[i] = a.lane[i];
 }

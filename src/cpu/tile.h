@@ -8,8 +8,6 @@
 // kLanes (zeros in the padding), so the micro-kernels never need a remainder loop.
 #pragma once
 
-#include <Eigen/Core>
-
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -73,7 +71,9 @@ void load_rows(const Element* src, int64_t src_stride, int64_t rows, int64_t wid
     for (int64_t r = 0; r < rows; ++r) {
         const Element* in = src + r * src_stride;
         float* out = dst + r * ld;
-        for (int64_t c = 0; c < width; ++c) out[c] = to_float(in[c]);
+        int64_t c = 0;
+        for (; c + kLanes <= width; c += kLanes) store(out + c, load(in + c));
+        for (; c < width; ++c) out[c] = to_float(in[c]);
         std::fill(out + width, out + ld, 0.0f);
     }
     std::fill(dst + rows * ld, dst + padded_rows * ld, 0.0f);
