@@ -37,6 +37,12 @@ if(NOT result EQUAL 0)
   message(FATAL_ERROR "consumer: pkg-config --cflags --libs fattn failed: ${flags}")
 endif()
 message(STATUS "consumer: pkg-config --cflags --libs fattn: ${flags}")
+execute_process(COMMAND ${PKG_CONFIG} --variable=includedir fattn OUTPUT_VARIABLE includedir
+  OUTPUT_STRIP_TRAILING_WHITESPACE)
+if(NOT EXISTS ${includedir}/fattn.h)
+  message(FATAL_ERROR "consumer: fattn.pc points at ${includedir}, which has no fattn.h: the .pc file "
+    "must follow the prefix given to cmake --install (e.g. prefix=\${pcfiledir}/../..)")
+endif()
 separate_arguments(flags UNIX_COMMAND "${flags}")
 # The program must load the installed library, not one found elsewhere: rpath to the prefix.
 step("compile examples/c/attention.c with pkg-config's flags"

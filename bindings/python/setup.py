@@ -29,7 +29,8 @@ class BuildPyWithLibrary(build_py):
         super().run()
         library = os.environ.get("FATTN_LIBRARY")
         if not library and (SOURCE_ROOT / "include" / "fattn.h").exists():
-            library = _build_library(Path(self.build_temp).resolve() / "libfattn")
+            build_temp = Path(self.get_finalized_command("build").build_temp).resolve()
+            library = _build_library(build_temp / "libfattn")
         if library:
             # copy2 follows the libfattn.so.0 symlink to the real file; the loader needs one name.
             shutil.copy2(library, Path(self.build_lib) / "fattn" / "libfattn.so.0")
