@@ -309,8 +309,11 @@ def bench(lib, args):
                 for name, backend in (("flash", SDPBackend.FLASH_ATTENTION), ("cudnn", SDPBackend.CUDNN_ATTENTION)):
                     t[name] = time_ms(lambda: sdpa(backend, q, k, v, causal), args.warmup, args.iters)
                 row["fwd_tflops"] = {key: flops / ms / 1e9 for key, ms in t.items()}
-                row["bwd_tflops"], note = bench_backward(lib, q, k, v, o, do, lse, causal, scale, flops * 2.5, args)
-                backward_note = backward_note or note
+                if args.forward_only:
+                    row["bwd_tflops"], backward_note = {}, "--forward-only"
+                else:
+                    row["bwd_tflops"], note = bench_backward(lib, q, k, v, o, do, lse, causal, scale, flops * 2.5, args)
+                    backward_note = backward_note or note
                 rows.append(row)
                 print(format_row(row), flush=True)
                 del q, k, v, do, o, lse, flash_out
@@ -391,6 +394,7 @@ def main():
     parser.add_argument("--quick", action="store_true", help="bf16 only, three shapes")
     parser.add_argument("--shape", action="append", help="D,N (repeatable); overrides the grid")
     parser.add_argument("--verify", action="store_true", help="run the feature sweep instead of the benchmark")
+    parser.add_argument("--forward-only", action="store_true", help="time the forward only")
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--iters", type=int, default=30)
     parser.add_argument("--out", help="output folder (default $OUT, else bench/results)")

@@ -22,11 +22,11 @@
 //
 // Tile sizes (K/V reused by 128 query rows; the widest configuration per head dim that keeps
 // ptxas under 255 registers per thread with no spills where possible; see bench/NOTES.md):
-//   kHeadDim   kBlockM x kBlockN   warps   rows/warp   shared memory (2 K/V stages)
-//   32, 64     128 x 64             4       32          30 KB, 54 KB
-//   96, 128    128 x 64             8       16          78 KB, 102 KB
-//   192        128 x 64             8       16          150 KB
-//   256        128 x 32             8       16          132 KB
+//   kHeadDim   kBlockM x kBlockN   warps   rows/warp   shared memory (2 K/V stages)   registers
+//   32         128 x 128            4       32          50 KB                          235
+//   64, 128    128 x 64             4       32          54 KB, 102 KB                  229, 255
+//   96         128 x 64             8       16          78 KB                          174
+//   192, 256   128 x 32             8       16          100 KB, 132 KB                 235, 243
 // Every width fits the 163 KB a block may use on an A100 (227 KB on Hopper); GPUs with less
 // (RTX 30/40, L4: 99 KB) get FATTN_ERROR_UNSUPPORTED for the widths that do not fit.
 #pragma once
@@ -50,8 +50,10 @@ struct ForwardTraits {
     using Element = Element_;
     static constexpr int kHeadDim = kHeadDim_;
     static constexpr int kBlockM = 128;
-    static constexpr int kBlockN = kHeadDim <= 192 ? 64 : 32;
-    static constexpr int kWarps = kHeadDim <= 64 ? 4 : 8;
+    static constexpr int kBlockN = kHeadDim <= 32 ? 128 : (kHeadDim <= 128 ? 64 : 32);
+    // 96 and 192 take 8 warps: their 12 and 24 chunks per row do not divide 128 threads, so
+    // load_tile keeps per-chunk offsets live, which spills at 4 warps.
+    static constexpr int kWarps = (kHeadDim == 96 || kHeadDim >= 192) ? 8 : 4;
     static constexpr int kThreads = kWarps * 32;
     static constexpr int kMTiles = kBlockM / (16 * kWarps);  // 16-row mma tiles per warp
     static constexpr int kWarpRows = 16 * kMTiles;
@@ -85,8 +87,9 @@ __device__ __forceinline__ void mask_scores(float (&s)[Traits::kMTiles][Traits::
 #pragma unroll
         for (int half = 0; half < 2; ++half) {
             const int64_t row = warp_row0 + mt * 16 + lane / 4 + half * 8;
-            const int64_t begin = mask.key_begin(row) - key0;
-            const int64_t end = mask.key_end(row) - key0;
+            // Clamped to the tile, the bounds fit in int: fewer registers in this branch.
+            const int begin = static_cast<int>(std::clamp<int64_t>(mask.key_begin(row) - key0, 0, Traits::kBlockN));
+            const int end = static_cast<int>(std::clamp<int64_t>(mask.key_end(row) - key0, 0, Traits::kBlockN));
 #pragma unroll
             for (int nt = 0; nt < Traits::kSTiles; ++nt) {
 #pragma unroll
@@ -177,21 +180,22 @@ __global__ void __launch_bounds__(Traits::kThreads) forward_kernel(const __grid_
     // Key tiles [first_tile, last_tile] hold every key visible to some row of this query tile.
     const int64_t key_begin = params.mask.block_key_begin(row0);
     const int64_t key_end = params.mask.block_key_end(row0 + rows);
-    const int64_t first_tile = key_begin / kBlockN;
-    const int64_t tile_count = key_end > key_begin ? (key_end - 1) / kBlockN - first_tile + 1 : 0;
-    const int64_t last_tile = first_tile + tile_count - 1;
+    // Tile indices fit in int: seqlen_k < 2^31 * 32 for any tensor that fits in memory.
+    const int first_tile = static_cast<int>(key_begin / kBlockN);
+    const int tile_count = key_end > key_begin ? static_cast<int>((key_end - 1) / kBlockN) - first_tile + 1 : 0;
+    const int last_tile = first_tile + tile_count - 1;
 
     const auto load_key_value_tile = [&](const Element* source, int64_t row_stride, Element* stage_smem,
-                                         int64_t key_tile) {
-        const int64_t key0 = key_tile * kBlockN;
+                                         int key_tile) {
+        const int64_t key0 = static_cast<int64_t>(key_tile) * kBlockN;
         const int valid = static_cast<int>(std::min<int64_t>(kBlockN, params.seqlen_k - key0));
         tile::load_tile<kBlockN, Traits::kHeadDim, Traits::kThreads>(stage_smem, source + key0 * row_stride,
                                                                      row_stride, valid, head_dim, vectorized);
     };
-    const auto load_keys = [&](int64_t key_tile, int stage) {
+    const auto load_keys = [&](int key_tile, int stage) {
         load_key_value_tile(k, params.k.row_stride, smem_k + stage * Traits::kKVElements, key_tile);
     };
-    const auto load_values = [&](int64_t key_tile, int stage) {
+    const auto load_values = [&](int key_tile, int stage) {
         load_key_value_tile(v, params.v.row_stride, smem_v + stage * Traits::kKVElements, key_tile);
     };
 
@@ -209,8 +213,8 @@ __global__ void __launch_bounds__(Traits::kThreads) forward_kernel(const __grid_
         }
     }
 
-    // Pipeline: groups are committed in the order (Q+K0), V0, K1, V1, ...; before tile i's S we
-    // wait for K_i with its successors V_i, K_{i+1}, V_{i+1} still allowed in flight.
+    // Pipeline: cp.async groups are committed in the order (Q + K_0), V_0, K_1, V_1, ... Tile i's S
+    // waits for K_i with V_i still in flight; its P V waits for V_i with K_{i+1}, V_{i+1} in flight.
     tile::load_tile<kBlockM, Traits::kHeadDim, Traits::kThreads>(smem_q, q, params.q.row_stride, rows, head_dim,
                                                                  vectorized);
     if (tile_count > 0) load_keys(last_tile, 0);
@@ -229,17 +233,17 @@ __global__ void __launch_bounds__(Traits::kThreads) forward_kernel(const __grid_
     constexpr uint32_t kElementBytes = sizeof(Element);
     constexpr uint32_t kStageBytes = Traits::kKVElements * kElementBytes;
 
-    for (int64_t i = 0; i < tile_count; ++i) {
-        const int64_t key_tile = last_tile - i;
-        const int stage = static_cast<int>(i % Traits::kStages);
-        __syncthreads();  // every warp is done with the other stage (tile i - 1)
+    for (int i = 0; i < tile_count; ++i) {
+        const int key_tile = last_tile - i;
+        const int stage = i % Traits::kStages;
+        ptx::cp_async_wait<1>();
+        // K_i (and Q) are visible to every warp, and every warp is done with tile i - 1, so its
+        // stage can take tile i + 1.
+        __syncthreads();
         if (i + 1 < tile_count) load_keys(key_tile - 1, stage ^ 1);
         ptx::cp_async_commit();
         if (i + 1 < tile_count) load_values(key_tile - 1, stage ^ 1);
         ptx::cp_async_commit();
-
-        ptx::cp_async_wait<3>();
-        __syncthreads();  // K_i (and Q) visible to every warp
 
         float s[Traits::kMTiles][Traits::kSTiles][4];
 #pragma unroll
@@ -270,7 +274,7 @@ __global__ void __launch_bounds__(Traits::kThreads) forward_kernel(const __grid_
             }
         }
 
-        const int64_t key0 = key_tile * kBlockN;
+        const int64_t key0 = static_cast<int64_t>(key_tile) * kBlockN;
         if (!params.mask.tile_fully_visible(row0, row0 + rows, key0, key0 + kBlockN))
             mask_scores<Traits>(s, params.mask, warp_row0, key0, lane);
         online_softmax<Traits>(s, acc, params.scale_log2);
@@ -299,8 +303,10 @@ __global__ void __launch_bounds__(Traits::kThreads) forward_kernel(const __grid_
             }
         }
     }
-    ptx::cp_async_wait<0>();  // with no visible key tile, Q's copy may still be in flight
-    __syncwarp();
+    // With no visible key tile, other threads' copies into this warp's Q rows may still be in
+    // flight: wait for them all before the rows are reused for O.
+    ptx::cp_async_wait<0>();
+    __syncthreads();
 
     // Normalize, stage this warp's O rows in its own Q rows, write lse, then copy O out 16 bytes
     // at a time.

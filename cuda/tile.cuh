@@ -35,19 +35,34 @@ __device__ __forceinline__ void load_tile(Element* smem, const Element* global, 
     constexpr int kChunks = kRows * kChunksPerRow;
     static_assert(kCols % kChunk == 0, "tile width must be a multiple of 8 elements");
     static_assert(kChunks % kThreads == 0, "every thread copies the same number of chunks");
-#pragma unroll
-    for (int i = 0; i < kChunks / kThreads; ++i) {
-        const int chunk = static_cast<int>(threadIdx.x) + i * kThreads;
-        const int row = chunk / kChunksPerRow;
-        const int col = (chunk % kChunksPerRow) * kChunk;
+    const auto copy_chunk = [&](int row, int col, const Element* source) {
         const bool valid = row < valid_rows && col < valid_cols;
         Element* destination = smem + row * kPaddedRow<kCols> + col;
-        const Element* source = valid ? global + row * row_stride + col : global;
+        if (!valid) source = global;
         if (vectorized) {
             ptx::cp_async_16(ptx::smem_address(destination), source, valid);
         } else {
 #pragma unroll
             for (int e = 0; e < kChunk; ++e) destination[e] = valid ? source[e] : Element(0.0f);
+        }
+    };
+    if constexpr (kThreads % kChunksPerRow == 0) {
+        // Each thread keeps one column and walks down the rows with a single pointer, so no
+        // per-chunk 64-bit offsets stay live across the caller's loop (they cost registers).
+        constexpr int kRowStep = kThreads / kChunksPerRow;
+        const int col = (static_cast<int>(threadIdx.x) % kChunksPerRow) * kChunk;
+        int row = static_cast<int>(threadIdx.x) / kChunksPerRow;
+        const Element* source = global + row * row_stride + col;
+#pragma unroll
+        for (int i = 0; i < kRows / kRowStep; ++i, row += kRowStep, source += kRowStep * row_stride)
+            copy_chunk(row, col, source);
+    } else {
+#pragma unroll
+        for (int i = 0; i < kChunks / kThreads; ++i) {
+            const int chunk = static_cast<int>(threadIdx.x) + i * kThreads;
+            const int row = chunk / kChunksPerRow;
+            const int col = (chunk % kChunksPerRow) * kChunk;
+            copy_chunk(row, col, global + row * row_stride + col);
         }
     }
 }
