@@ -57,56 +57,65 @@
 
 namespace fattn::cuda {
 
-template <int kHeadDim_, int kBlockN_, int kBlockM_, int kColumnSplit_, int kDqBlockN_>
+template <int kHeadDim_, int kBlockN_, int kBlockM_, int kKeyTilesPerWarp_, int kDqWarpsD_, int kDqBlockN_>
 struct BackwardTraitsBase {
     static constexpr int kHeadDim = kHeadDim_;
     static constexpr int kRow = tile::kPaddedRow<kHeadDim>;
 
-    // dK/dV kernel.
+    // dK/dV kernel: warp (slab, half) computes S^T/dP^T for its slab's kWarpKeys keys x query
+    // half `half`, and owns dK/dV for those keys x column half `half`.
     static constexpr int kBlockN = kBlockN_;  // keys per block
     static constexpr int kBlockM = kBlockM_;  // query rows per step
-    static constexpr int kColumnSplit = kColumnSplit_;
-    static constexpr int kKeyWarps = kBlockN / 16;
-    static constexpr int kWarps = kKeyWarps * kColumnSplit;
+    static constexpr int kKeyTiles = kKeyTilesPerWarp_;  // 16-key mma tiles per warp
+    static constexpr int kWarpKeys = 16 * kKeyTiles;
+    static constexpr int kSlabs = kBlockN / kWarpKeys;
+    static constexpr int kWarps = 2 * kSlabs;
     static constexpr int kThreads = kWarps * 32;
-    static constexpr int kWarpCols = kHeadDim / kColumnSplit;  // dK/dV columns per warp
-    static constexpr int kSTiles = kBlockM / 8;                // 8-query accumulator tiles of S^T
-    static constexpr int kDkvTiles = kWarpCols / 8;
-    // The block's dQ_i += dS K_j product: warps tile the kBlockM x kHeadDim output.
-    static constexpr int kDqWarpsM = kWarps < kBlockM / 16 ? kWarps : kBlockM / 16;
-    static constexpr int kDqWarpsD = kWarps / kDqWarpsM;
+    static constexpr int kWarpQueries = kBlockM / 2;
+    static constexpr int kWarpCols = kHeadDim / 2;
+    static constexpr int kSTiles = kWarpQueries / 8;  // 8-query accumulator tiles of S^T
+    static constexpr int kDkvTiles = kWarpCols / 8;   // 8-column accumulator tiles of dK/dV
+    // The block's dQ_i += dS K_j product: warps tile the kBlockM x kHeadDim output as squarely
+    // as 16-column steps allow (fewest fragment loads per mma).
+    static constexpr int kDqWarpsD = kDqWarpsD_;
+    static constexpr int kDqWarpsM = kWarps / kDqWarpsD;
     static constexpr int kDqMTiles = kBlockM / 16 / kDqWarpsM;
     static constexpr int kDqWarpCols = kHeadDim / kDqWarpsD;
     static constexpr int kDqTiles = kDqWarpCols / 8;
-    static constexpr int kDsRow = tile::kPaddedRow<kBlockM>;
+    static constexpr int kPRow = tile::kPaddedRow<kBlockM>;  // rows of the P^T and dS^T tiles
     static constexpr int kKVElements = kBlockN * kRow;
     static constexpr int kQElements = kBlockM * kRow;
-    static constexpr int kStages = 2;
-    static constexpr int kSharedBytes =
-        2 * (2 * kKVElements + 2 * kStages * kQElements + kBlockN * kDsRow) + 4 * 2 * kStages * kBlockM;
+    static constexpr int kPElements = kBlockN * kPRow;
+    // Q/dO (with lse_log2/delta) are double-buffered when shared memory allows (Hopper); with one
+    // stage (A100 at the widest tiles) the next step's copy waits for the end of the step.
+    static constexpr int shared_bytes(int stages) {
+        return 2 * (2 * kKVElements + 2 * stages * kQElements + 2 * kPElements) + 4 * 2 * stages * kBlockM;
+    }
 
     // Deterministic dQ kernel: 4 warps of 16 query rows, kDqBlockN keys per step.
     static constexpr int kDqWarps = 4;
     static constexpr int kDqThreads = kDqWarps * 32;
     static constexpr int kDqBlockM = 16 * kDqWarps;
     static constexpr int kDqBlockN = kDqBlockN_;
-    static constexpr int kDqSharedBytes = 2 * (2 * kDqBlockM * kRow + 2 * kStages * kDqBlockN * kRow);
+    static constexpr int kDqStages = 2;  // K/V double-buffered
+    static constexpr int kDqSharedBytes = 2 * (2 * kDqBlockM * kRow + 2 * kDqStages * kDqBlockN * kRow);
 
-    static_assert(kHeadDim % 16 == 0 && kWarpCols % 16 == 0 && kDqWarpCols % 16 == 0, "16-column mma steps");
-    static_assert(kBlockM % 16 == 0 && kDqBlockN % 16 == 0 && BackwardWorkspace::kRowPadding % kBlockM == 0 &&
-                      BackwardWorkspace::kRowPadding % kDqBlockM == 0,
+    static_assert(kWarpCols % 16 == 0 && kWarpQueries % 16 == 0 && kDqWarpCols % 16 == 0, "16-wide mma steps");
+    static_assert(kWarps % kDqWarpsD == 0 && kBlockM % (16 * kDqWarpsM) == 0, "dQ warp grid tiles the block");
+    static_assert(BackwardWorkspace::kRowPadding % kBlockM == 0 && BackwardWorkspace::kRowPadding % kDqBlockM == 0,
                   "query tiles divide the workspace's row padding");
-    static_assert(kBlockM / 2 <= kThreads, "one thread per 16-byte chunk of lse_log2/delta");
+    static_assert(kBlockM / 2 <= kThreads && kDqBlockN % 16 == 0, "one thread per 16-byte chunk of lse_log2/delta");
 };
 
 template <int kHeadDim>
 struct BackwardTraits;
-template <> struct BackwardTraits<32> : BackwardTraitsBase<32, 128, 64, 1, 64> {};
-template <> struct BackwardTraits<64> : BackwardTraitsBase<64, 128, 64, 1, 64> {};
-template <> struct BackwardTraits<96> : BackwardTraitsBase<96, 128, 64, 1, 64> {};
-template <> struct BackwardTraits<128> : BackwardTraitsBase<128, 128, 64, 1, 64> {};
-template <> struct BackwardTraits<192> : BackwardTraitsBase<192, 64, 64, 2, 32> {};
-template <> struct BackwardTraits<256> : BackwardTraitsBase<256, 64, 32, 2, 32> {};
+//                                                        kHeadDim kBlockN kBlockM key-tiles/warp dQ-warpsD dQ-kBlockN
+template <> struct BackwardTraits<32> : BackwardTraitsBase<32, 128, 64, 2, 2, 64> {};
+template <> struct BackwardTraits<64> : BackwardTraitsBase<64, 128, 64, 2, 2, 64> {};
+template <> struct BackwardTraits<96> : BackwardTraitsBase<96, 128, 64, 2, 2, 64> {};
+template <> struct BackwardTraits<128> : BackwardTraitsBase<128, 128, 64, 2, 4, 64> {};
+template <> struct BackwardTraits<192> : BackwardTraitsBase<192, 64, 64, 1, 4, 32> {};
+template <> struct BackwardTraits<256> : BackwardTraitsBase<256, 64, 32, 1, 8, 32> {};
 
 namespace backward_detail {
 
@@ -143,11 +152,21 @@ __device__ __forceinline__ void zero(float (&accumulators)[kTiles][4]) {
         for (int e = 0; e < 4; ++e) accumulators[t][e] = 0.0f;
 }
 
-// P = exp2(S * scale_log2 - lse_log2) and dS = P * (dP - delta) for one accumulator element, with
-// P = 0 where the (query, key) pair is invisible.
+// The keys [first, end) that query row `row` sees, relative to the tile's first key `key0` and
+// clamped to [0, kTileKeys] (so they fit an int). Keys past seqlen_k are never visible.
+template <int kTileKeys>
+__device__ __forceinline__ int2 visible_keys(const MaskSpec& mask, int64_t row, int64_t key0) {
+    const int64_t first = mask.key_begin(row) - key0;
+    const int64_t end = mask.key_end(row) - key0;
+    return make_int2(static_cast<int>(first < 0 ? 0 : (first > kTileKeys ? kTileKeys : first)),
+                     static_cast<int>(end < 0 ? 0 : (end > kTileKeys ? kTileKeys : end)));
+}
+
+// P = exp2(S * scale_log2 - lse_log2) and dS = P * (dP - delta), in place, for one element. A
+// masked score (-inf) gives P = 0 and dS = 0; so does a row with lse_log2 = +inf.
 __device__ __forceinline__ void probability_and_gradient(float& s_to_p, float& dp_to_ds, float lse_log2,
-                                                         float delta, float scale_log2, bool visible) {
-    const float p = visible ? ptx::exp2_approx(fmaf(s_to_p, scale_log2, -lse_log2)) : 0.0f;
+                                                         float delta, float scale_log2) {
+    const float p = ptx::exp2_approx(fmaf(s_to_p, scale_log2, -lse_log2));
     s_to_p = p;
     dp_to_ds = p * (dp_to_ds - delta);
 }
@@ -233,22 +252,25 @@ __global__ void __launch_bounds__(kRowKernelThreads)
 template <class Traits, typename Element>
 __global__ void __launch_bounds__(Traits::kThreads, 1)
     backward_dkdv_kernel(const __grid_constant__ AttnBwdParams params, const BackwardWorkspace workspace,
-                         bool vectorized) {
+                         bool vectorized, int stages) {
     using namespace backward_detail;
     constexpr int kHeadDim = Traits::kHeadDim;
     constexpr int kBlockN = Traits::kBlockN;
     constexpr int kBlockM = Traits::kBlockM;
+    constexpr int kKeyTiles = Traits::kKeyTiles;
+    constexpr int kSTiles = Traits::kSTiles;
     constexpr int kRow = Traits::kRow;
-    constexpr int kDsRow = Traits::kDsRow;
+    constexpr int kPRow = Traits::kPRow;
     constexpr uint32_t kElementBytes = sizeof(Element);
     extern __shared__ __align__(16) unsigned char shared_bytes[];
     Element* smem_k = reinterpret_cast<Element*>(shared_bytes);
     Element* smem_v = smem_k + Traits::kKVElements;
-    Element* smem_q = smem_v + Traits::kKVElements;                      // [kStages][kBlockM][kRow]
-    Element* smem_dout = smem_q + Traits::kStages * Traits::kQElements;  // [kStages][kBlockM][kRow]
-    Element* smem_ds = smem_dout + Traits::kStages * Traits::kQElements;  // dS^T: [kBlockN][kDsRow]
-    float* smem_lse = reinterpret_cast<float*>(smem_ds + kBlockN * kDsRow);  // [kStages][kBlockM]
-    float* smem_delta = smem_lse + Traits::kStages * kBlockM;                // [kStages][kBlockM]
+    Element* smem_q = smem_v + Traits::kKVElements;             // [stages][kBlockM][kRow]
+    Element* smem_dout = smem_q + stages * Traits::kQElements;  // [stages][kBlockM][kRow]
+    Element* smem_p = smem_dout + stages * Traits::kQElements;  // P^T: [kBlockN][kPRow]
+    Element* smem_ds = smem_p + Traits::kPElements;             // dS^T: [kBlockN][kPRow]
+    float* smem_lse = reinterpret_cast<float*>(smem_ds + Traits::kPElements);  // [stages][kBlockM]
+    float* smem_delta = smem_lse + stages * kBlockM;                           // [stages][kBlockM]
 
     // Key tiles fastest: a head's blocks run together and share its Q/dO in L2; under a causal
     // mask the first key tiles see the most query rows and start first.
@@ -262,8 +284,10 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
     const int head_dim = static_cast<int>(params.head_dim);
     const int lane = threadIdx.x % 32;
     const int warp = threadIdx.x / 32;
-    const int warp_key0 = (warp % Traits::kKeyWarps) * 16;
-    const int warp_col0 = (warp / Traits::kKeyWarps) * Traits::kWarpCols;
+    const int half = warp / Traits::kSlabs;  // which query half of S^T and column half of dK/dV
+    const int warp_key0 = (warp % Traits::kSlabs) * Traits::kWarpKeys;
+    const int warp_query0 = half * Traits::kWarpQueries;
+    const int warp_col0 = half * Traits::kWarpCols;
 
     // Steps: every (query head of the group, query tile) whose rows can see one of these keys.
     const MaskSpec& mask = params.mask;
@@ -299,10 +323,13 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
         }
     };
 
-    float dk[Traits::kDkvTiles][4];
-    float dv[Traits::kDkvTiles][4];
-    zero(dk);
-    zero(dv);
+    float dk[kKeyTiles][Traits::kDkvTiles][4];
+    float dv[kKeyTiles][Traits::kDkvTiles][4];
+#pragma unroll
+    for (int mt = 0; mt < kKeyTiles; ++mt) {
+        zero(dk[mt]);
+        zero(dv[mt]);
+    }
 
     if (steps > 0) {
         tile::load_tile<kBlockN, kHeadDim, Traits::kThreads>(
@@ -315,111 +342,163 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
     }
     ptx::cp_async_commit();
 
-    // Per-lane ldmatrix addresses: K/V as A operands of S^T/dP^T (16 keys x 16 columns); Q/dO as
-    // B operands of S^T/dP^T (plain, cols_first) and of dK/dV (.trans, rows_first); dS^T as the
-    // A operand of dQ (.trans, cols_first); K as the B operand of dQ (.trans, rows_first).
+    // Per-lane ldmatrix addresses. S^T/dP^T: K/V rows are A (plain), Q/dO rows B (plain).
+    // dV/dK: P^T/dS^T rows are A (plain, for the partner warp's query half), dO/Q B (.trans).
+    // dQ: dS^T is A (.trans), K is B (.trans).
     const uint32_t k_a = ptx::smem_address(smem_k + warp_key0 * kRow + rows_first_offset<kRow>(lane));
     const uint32_t v_a = ptx::smem_address(smem_v + warp_key0 * kRow + rows_first_offset<kRow>(lane));
-    const uint32_t q_b = ptx::smem_address(smem_q + cols_first_offset<kRow>(lane));
-    const uint32_t dout_b = ptx::smem_address(smem_dout + cols_first_offset<kRow>(lane));
+    const uint32_t q_b = ptx::smem_address(smem_q + warp_query0 * kRow + cols_first_offset<kRow>(lane));
+    const uint32_t dout_b = ptx::smem_address(smem_dout + warp_query0 * kRow + cols_first_offset<kRow>(lane));
+    const uint32_t p_a = ptx::smem_address(smem_p + warp_key0 * kPRow + rows_first_offset<kPRow>(lane));
+    const uint32_t ds_a = ptx::smem_address(smem_ds + warp_key0 * kPRow + rows_first_offset<kPRow>(lane));
     const uint32_t q_bt = ptx::smem_address(smem_q + warp_col0 + rows_first_offset<kRow>(lane));
     const uint32_t dout_bt = ptx::smem_address(smem_dout + warp_col0 + rows_first_offset<kRow>(lane));
     const int dq_row0 = (warp % Traits::kDqWarpsM) * Traits::kDqMTiles * 16;
     const int dq_col0 = (warp / Traits::kDqWarpsM) * Traits::kDqWarpCols;
-    const uint32_t ds_at = ptx::smem_address(smem_ds + dq_row0 + cols_first_offset<kDsRow>(lane));
+    const uint32_t ds_at = ptx::smem_address(smem_ds + dq_row0 + cols_first_offset<kPRow>(lane));
     const uint32_t k_bt = ptx::smem_address(smem_k + dq_col0 + rows_first_offset<kRow>(lane));
     constexpr uint32_t kStageBytes = Traits::kQElements * kElementBytes;
     const bool accumulate_dq = workspace.dq_accum != nullptr;
 
     for (int64_t step = 0; step < steps; ++step) {
-        const int stage = static_cast<int>(step % Traits::kStages);
-        // The other stage was last read before the previous step's middle barrier: refill it.
-        if (step + 1 < steps) load_step(step + 1, stage ^ 1);
+        const int stage = stages == 2 ? static_cast<int>(step % 2) : 0;
+        ptx::cp_async_wait<0>();
+        __syncthreads();  // this step's Q/dO/lse/delta visible; every warp done with the last step
+        if (stages == 2 && step + 1 < steps) load_step(step + 1, stage ^ 1);
         ptx::cp_async_commit();
-        ptx::cp_async_wait<1>();
-        __syncthreads();  // this step's Q/dO/lse/delta visible; every warp done with the last dS^T
 
-        // S^T = K Q^T and dP^T = V dO^T for this warp's 16 keys x kBlockM query rows.
-        float s[Traits::kSTiles][4];
-        float dp[Traits::kSTiles][4];
-        zero(s);
-        zero(dp);
+        // S^T = K Q^T and dP^T = V dO^T: this warp's kWarpKeys keys x kWarpQueries query rows.
+        float s[kKeyTiles][kSTiles][4];
+        float dp[kKeyTiles][kSTiles][4];
+#pragma unroll
+        for (int mt = 0; mt < kKeyTiles; ++mt) {
+            zero(s[mt]);
+            zero(dp[mt]);
+        }
         const uint32_t stage_offset = stage * kStageBytes;
 #pragma unroll
         for (int kk = 0; kk < kHeadDim / 16; ++kk) {
-            uint32_t k_frag[4];
-            uint32_t v_frag[4];
-            ptx::ldmatrix_x4(k_frag, k_a + kk * 16 * kElementBytes);
-            ptx::ldmatrix_x4(v_frag, v_a + kk * 16 * kElementBytes);
+            uint32_t k_frag[kKeyTiles][4];
+            uint32_t v_frag[kKeyTiles][4];
 #pragma unroll
-            for (int np = 0; np < Traits::kSTiles / 2; ++np) {
+            for (int mt = 0; mt < kKeyTiles; ++mt) {
+                ptx::ldmatrix_x4(k_frag[mt], k_a + (mt * 16 * kRow + kk * 16) * kElementBytes);
+                ptx::ldmatrix_x4(v_frag[mt], v_a + (mt * 16 * kRow + kk * 16) * kElementBytes);
+            }
+#pragma unroll
+            for (int np = 0; np < kSTiles / 2; ++np) {
                 const uint32_t offset = stage_offset + (np * 16 * kRow + kk * 16) * kElementBytes;
                 uint32_t q_frag[4];
                 uint32_t dout_frag[4];
                 ptx::ldmatrix_x4(q_frag, q_b + offset);
                 ptx::ldmatrix_x4(dout_frag, dout_b + offset);
-                mma_pair<Element>(s[2 * np], s[2 * np + 1], k_frag, q_frag);
-                mma_pair<Element>(dp[2 * np], dp[2 * np + 1], v_frag, dout_frag);
+#pragma unroll
+                for (int mt = 0; mt < kKeyTiles; ++mt) {
+                    mma_pair<Element>(s[mt][2 * np], s[mt][2 * np + 1], k_frag[mt], q_frag);
+                    mma_pair<Element>(dp[mt][2 * np], dp[mt][2 * np + 1], v_frag[mt], dout_frag);
+                }
             }
         }
 
-        // P^T and dS^T in place. Element (key g [+8], query 2t [+1]) of each 16x8 tile.
+        // Element (key g [+8], query 2t [+1]) of each 16x8 tile: mask (straddling tiles only), then
+        // P^T and dS^T in place, published to shared memory for the partner warp and for dQ.
         const int64_t row0 = step_row0(step);
         const int rows = static_cast<int>(std::min<int64_t>(kBlockM, params.seqlen_q - row0));
-        const bool masked = !mask.tile_fully_visible(row0, row0 + rows, key0, key0 + kBlockN);
-        const float* lse_log2 = smem_lse + stage * kBlockM;
-        const float* delta = smem_delta + stage * kBlockM;
+        if (!mask.tile_fully_visible(row0, row0 + rows, key0, key0 + kBlockN)) {
 #pragma unroll
-        for (int t = 0; t < Traits::kSTiles; ++t) {
+            for (int t = 0; t < kSTiles; ++t) {
+#pragma unroll
+                for (int e = 0; e < 2; ++e) {
+                    const int2 range =
+                        visible_keys<kBlockN>(mask, row0 + warp_query0 + t * 8 + (lane % 4) * 2 + e, key0);
+#pragma unroll
+                    for (int mt = 0; mt < kKeyTiles; ++mt) {
+#pragma unroll
+                        for (int h = 0; h < 2; ++h) {
+                            const int key = warp_key0 + mt * 16 + lane / 4 + h * 8;
+                            if (key < range.x || key >= range.y) s[mt][t][h * 2 + e] = -INFINITY;
+                        }
+                    }
+                }
+            }
+        }
+        const float* lse_log2 = smem_lse + stage * kBlockM + warp_query0;
+        const float* delta = smem_delta + stage * kBlockM + warp_query0;
+#pragma unroll
+        for (int t = 0; t < kSTiles; ++t) {
 #pragma unroll
             for (int e = 0; e < 2; ++e) {
                 const int query = t * 8 + (lane % 4) * 2 + e;
-                int64_t first_key = 0;
-                int64_t end_key = kBlockN;
-                if (masked) {
-                    first_key = mask.key_begin(row0 + query) - key0;
-                    end_key = mask.key_end(row0 + query) - key0;
-                }
+                const float row_lse_log2 = lse_log2[query];
+                const float row_delta = delta[query];
 #pragma unroll
-                for (int half = 0; half < 2; ++half) {
-                    const int key = warp_key0 + lane / 4 + half * 8;
-                    probability_and_gradient(s[t][half * 2 + e], dp[t][half * 2 + e], lse_log2[query], delta[query],
-                                             params.scale_log2, key >= first_key && key < end_key);
+                for (int mt = 0; mt < kKeyTiles; ++mt)
+#pragma unroll
+                    for (int h = 0; h < 2; ++h)
+                        probability_and_gradient(s[mt][t][h * 2 + e], dp[mt][t][h * 2 + e], row_lse_log2, row_delta,
+                                                 params.scale_log2);
+            }
+        }
+#pragma unroll
+        for (int mt = 0; mt < kKeyTiles; ++mt) {
+#pragma unroll
+            for (int t = 0; t < kSTiles; ++t) {
+#pragma unroll
+                for (int h = 0; h < 2; ++h) {
+                    const int offset = (warp_key0 + mt * 16 + lane / 4 + h * 8) * kPRow + warp_query0 + t * 8 +
+                                       (lane % 4) * 2;
+                    *reinterpret_cast<uint32_t*>(smem_p + offset) =
+                        ptx::pack2<Element>(s[mt][t][h * 2], s[mt][t][h * 2 + 1]);
+                    *reinterpret_cast<uint32_t*>(smem_ds + offset) =
+                        ptx::pack2<Element>(dp[mt][t][h * 2], dp[mt][t][h * 2 + 1]);
                 }
             }
         }
+        __syncthreads();  // P^T and dS^T complete
 
-        // dV += P^T dO and dK += dS^T Q over this warp's columns.
-#pragma unroll
-        for (int kk = 0; kk < kBlockM / 16; ++kk) {
-            uint32_t p_frag[4];
-            uint32_t ds_frag[4];
-            tile::accumulators_to_a<Element>(p_frag, s[2 * kk], s[2 * kk + 1]);
-            tile::accumulators_to_a<Element>(ds_frag, dp[2 * kk], dp[2 * kk + 1]);
+        // dV += P^T dO and dK += dS^T Q over this warp's keys and column half: the own query half's
+        // A operands come from registers, the partner's from shared memory.
+        const auto accumulate_dkdv = [&](int query_step, const uint32_t(&p_frag)[kKeyTiles][4],
+                                         const uint32_t(&ds_frag)[kKeyTiles][4]) {
 #pragma unroll
             for (int cp = 0; cp < Traits::kDkvTiles / 2; ++cp) {
-                const uint32_t offset = stage_offset + (kk * 16 * kRow + cp * 16) * kElementBytes;
+                const uint32_t offset = stage_offset + (query_step * 16 * kRow + cp * 16) * kElementBytes;
                 uint32_t dout_frag[4];
                 uint32_t q_frag[4];
                 ptx::ldmatrix_x4_trans(dout_frag, dout_bt + offset);
                 ptx::ldmatrix_x4_trans(q_frag, q_bt + offset);
-                mma_pair<Element>(dv[2 * cp], dv[2 * cp + 1], p_frag, dout_frag);
-                mma_pair<Element>(dk[2 * cp], dk[2 * cp + 1], ds_frag, q_frag);
-            }
-        }
-
-        if (accumulate_dq && warp_col0 == 0) {  // one warp of each key slab publishes its dS^T
 #pragma unroll
-            for (int t = 0; t < Traits::kSTiles; ++t) {
-#pragma unroll
-                for (int half = 0; half < 2; ++half) {
-                    const int key = warp_key0 + lane / 4 + half * 8;
-                    *reinterpret_cast<uint32_t*>(smem_ds + key * kDsRow + t * 8 + (lane % 4) * 2) =
-                        ptx::pack2<Element>(dp[t][half * 2], dp[t][half * 2 + 1]);
+                for (int mt = 0; mt < kKeyTiles; ++mt) {
+                    mma_pair<Element>(dv[mt][2 * cp], dv[mt][2 * cp + 1], p_frag[mt], dout_frag);
+                    mma_pair<Element>(dk[mt][2 * cp], dk[mt][2 * cp + 1], ds_frag[mt], q_frag);
                 }
             }
+        };
+        constexpr int kHalfSteps = Traits::kWarpQueries / 16;
+#pragma unroll
+        for (int j = 0; j < kHalfSteps; ++j) {
+            uint32_t p_frag[kKeyTiles][4];
+            uint32_t ds_frag[kKeyTiles][4];
+#pragma unroll
+            for (int mt = 0; mt < kKeyTiles; ++mt) {
+                tile::accumulators_to_a<Element>(p_frag[mt], s[mt][2 * j], s[mt][2 * j + 1]);
+                tile::accumulators_to_a<Element>(ds_frag[mt], dp[mt][2 * j], dp[mt][2 * j + 1]);
+            }
+            accumulate_dkdv(half * kHalfSteps + j, p_frag, ds_frag);
         }
-        __syncthreads();  // dS^T complete; every warp done with this stage's Q/dO
+#pragma unroll
+        for (int j = 0; j < kHalfSteps; ++j) {
+            const int query_step = (1 - half) * kHalfSteps + j;
+            uint32_t p_frag[kKeyTiles][4];
+            uint32_t ds_frag[kKeyTiles][4];
+#pragma unroll
+            for (int mt = 0; mt < kKeyTiles; ++mt) {
+                const uint32_t offset = (mt * 16 * kPRow + query_step * 16) * kElementBytes;
+                ptx::ldmatrix_x4(p_frag[mt], p_a + offset);
+                ptx::ldmatrix_x4(ds_frag[mt], ds_a + offset);
+            }
+            accumulate_dkdv(query_step, p_frag, ds_frag);
+        }
 
         if (accumulate_dq) {
             float dq[Traits::kDqMTiles][Traits::kDqTiles][4];
@@ -430,7 +509,7 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
                 uint32_t ds_frag[Traits::kDqMTiles][4];
 #pragma unroll
                 for (int mt = 0; mt < Traits::kDqMTiles; ++mt)
-                    ptx::ldmatrix_x4_trans(ds_frag[mt], ds_at + (kk * 16 * kDsRow + mt * 16) * kElementBytes);
+                    ptx::ldmatrix_x4_trans(ds_frag[mt], ds_at + (kk * 16 * kPRow + mt * 16) * kElementBytes);
 #pragma unroll
                 for (int cp = 0; cp < Traits::kDqTiles / 2; ++cp) {
                     uint32_t k_frag[4];
@@ -445,28 +524,37 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
 #pragma unroll
             for (int mt = 0; mt < Traits::kDqMTiles; ++mt) {
 #pragma unroll
-                for (int half = 0; half < 2; ++half) {
-                    const int row = dq_row0 + mt * 16 + lane / 4 + half * 8;
+                for (int h = 0; h < 2; ++h) {
+                    const int row = dq_row0 + mt * 16 + lane / 4 + h * 8;
                     if (row >= rows) continue;
 #pragma unroll
                     for (int t = 0; t < Traits::kDqTiles; ++t)
-                        atomic_add_pair(accum + row * kHeadDim + dq_col0 + t * 8 + (lane % 4) * 2, dq[mt][t][half * 2],
-                                        dq[mt][t][half * 2 + 1]);
+                        atomic_add_pair(accum + row * kHeadDim + dq_col0 + t * 8 + (lane % 4) * 2, dq[mt][t][h * 2],
+                                        dq[mt][t][h * 2 + 1]);
                 }
             }
+        }
+        if (stages == 1 && step + 1 < steps) {
+            __syncthreads();  // every warp done with the single Q/dO stage
+            load_step(step + 1, 0);
+            ptx::cp_async_commit();
         }
     }
     ptx::cp_async_wait<0>();
     __syncthreads();  // K/V no longer read: they become the staging tiles of dK/dV
 
 #pragma unroll
-    for (int t = 0; t < Traits::kDkvTiles; ++t) {
+    for (int mt = 0; mt < kKeyTiles; ++mt) {
 #pragma unroll
-        for (int half = 0; half < 2; ++half) {
-            const int offset = (warp_key0 + lane / 4 + half * 8) * kRow + warp_col0 + t * 8 + (lane % 4) * 2;
-            *reinterpret_cast<uint32_t*>(smem_k + offset) =
-                ptx::pack2<Element>(dk[t][half * 2] * params.scale, dk[t][half * 2 + 1] * params.scale);
-            *reinterpret_cast<uint32_t*>(smem_v + offset) = ptx::pack2<Element>(dv[t][half * 2], dv[t][half * 2 + 1]);
+        for (int t = 0; t < Traits::kDkvTiles; ++t) {
+#pragma unroll
+            for (int h = 0; h < 2; ++h) {
+                const int offset = (warp_key0 + mt * 16 + lane / 4 + h * 8) * kRow + warp_col0 + t * 8 + (lane % 4) * 2;
+                *reinterpret_cast<uint32_t*>(smem_k + offset) =
+                    ptx::pack2<Element>(dk[mt][t][h * 2] * params.scale, dk[mt][t][h * 2 + 1] * params.scale);
+                *reinterpret_cast<uint32_t*>(smem_v + offset) =
+                    ptx::pack2<Element>(dv[mt][t][h * 2], dv[mt][t][h * 2 + 1]);
+            }
         }
     }
     __syncthreads();
@@ -531,8 +619,8 @@ __global__ void __launch_bounds__(Traits::kDqThreads)
     extern __shared__ __align__(16) unsigned char shared_bytes[];
     Element* smem_q = reinterpret_cast<Element*>(shared_bytes);
     Element* smem_dout = smem_q + kBlockM * kRow;
-    Element* smem_k = smem_dout + kBlockM * kRow;             // [kStages][kBlockN][kRow]
-    Element* smem_v = smem_k + Traits::kStages * kKVElements;  // [kStages][kBlockN][kRow]
+    Element* smem_k = smem_dout + kBlockM * kRow;             // [kDqStages][kBlockN][kRow]
+    Element* smem_v = smem_k + Traits::kDqStages * kKVElements;  // [kDqStages][kBlockN][kRow]
 
     // The last query tiles see the most keys under a causal mask: they start first.
     const int64_t query_tiles = (params.seqlen_q + kBlockM - 1) / kBlockM;
@@ -596,7 +684,7 @@ __global__ void __launch_bounds__(Traits::kDqThreads)
     float dq[kOTiles][4];
     zero(dq);
     for (int64_t i = 0; i < tile_count; ++i) {
-        const int stage = static_cast<int>(i % Traits::kStages);
+        const int stage = static_cast<int>(i % Traits::kDqStages);
         __syncthreads();  // every warp is done with the other stage (tile i - 1)
         if (i + 1 < tile_count) load_keys_values(first_tile + i + 1, stage ^ 1);
         ptx::cp_async_commit();
@@ -627,26 +715,25 @@ __global__ void __launch_bounds__(Traits::kDqThreads)
         }
 
         const int64_t key0 = (first_tile + i) * kBlockN;
-        const bool masked = !mask.tile_fully_visible(row0, row0 + rows, key0, key0 + kBlockN);
+        if (!mask.tile_fully_visible(row0, row0 + rows, key0, key0 + kBlockN)) {
 #pragma unroll
-        for (int half = 0; half < 2; ++half) {
-            const int64_t row = warp_row0 + lane / 4 + half * 8;
-            int64_t first_key = 0;
-            int64_t end_key = kBlockN;
-            if (masked) {
-                first_key = mask.key_begin(row) - key0;
-                end_key = mask.key_end(row) - key0;
-            }
+            for (int half = 0; half < 2; ++half) {
+                const int2 range = visible_keys<kBlockN>(mask, warp_row0 + lane / 4 + half * 8, key0);
 #pragma unroll
-            for (int t = 0; t < kSTiles; ++t) {
+                for (int t = 0; t < kSTiles; ++t) {
 #pragma unroll
-                for (int e = 0; e < 2; ++e) {
-                    const int key = t * 8 + (lane % 4) * 2 + e;
-                    probability_and_gradient(s[t][half * 2 + e], dp[t][half * 2 + e], lse_log2[half], delta[half],
-                                             params.scale_log2, key >= first_key && key < end_key);
+                    for (int e = 0; e < 2; ++e) {
+                        const int key = t * 8 + (lane % 4) * 2 + e;
+                        if (key < range.x || key >= range.y) s[t][half * 2 + e] = -INFINITY;
+                    }
                 }
             }
         }
+#pragma unroll
+        for (int t = 0; t < kSTiles; ++t)
+#pragma unroll
+            for (int c = 0; c < 4; ++c)
+                probability_and_gradient(s[t][c], dp[t][c], lse_log2[c / 2], delta[c / 2], params.scale_log2);
 
 #pragma unroll
         for (int kk = 0; kk < kBlockN / 16; ++kk) {
@@ -684,19 +771,23 @@ namespace backward_detail {
 
 // Raises a kernel's dynamic shared-memory limit once per device (needed above 48 KB); racing
 // first calls from several threads set the same value, which is harmless.
-template <auto kKernel, int kBytes>
-void allow_shared_memory(const cudaDeviceProp& device, const AttnBwdParams& params, const char* kernel_name) {
-    if (static_cast<size_t>(kBytes) > device.sharedMemPerBlockOptin)
-        fail(FATTN_ERROR_UNSUPPORTED, "q.shape[3]=", params.head_dim, ": the backward's ", kernel_name, " needs ",
-             kBytes, " bytes of shared memory per block; this GPU (", device.name, ") allows ",
-             device.sharedMemPerBlockOptin);
+template <auto kKernel>
+void allow_shared_memory(int bytes) {
     constexpr int kMaxDevices = 64;
     static std::atomic<bool> configured[kMaxDevices] = {};
     int device_id = 0;
     if (cudaGetDevice(&device_id) != cudaSuccess) return;  // the caller reports cudaGetLastError()
     if (device_id < kMaxDevices && configured[device_id].load(std::memory_order_acquire)) return;
-    if (cudaFuncSetAttribute(kKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kBytes) != cudaSuccess) return;
+    if (cudaFuncSetAttribute(kKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes) != cudaSuccess) return;
     if (device_id < kMaxDevices) configured[device_id].store(true, std::memory_order_release);
+}
+
+inline void require_shared_memory(int bytes, const cudaDeviceProp& device, const AttnBwdParams& params,
+                                  const char* kernel_name) {
+    if (static_cast<size_t>(bytes) > device.sharedMemPerBlockOptin)
+        fail(FATTN_ERROR_UNSUPPORTED, "q.shape[3]=", params.head_dim, ": the backward's ", kernel_name, " needs ",
+             bytes, " bytes of shared memory per block; this GPU (", device.name, ") allows ",
+             device.sharedMemPerBlockOptin);
 }
 
 inline unsigned grid_size(int64_t blocks, const char* what) {
@@ -714,8 +805,12 @@ void run_backward(const AttnBwdParams& params, const BackwardWorkspace& workspac
     using Traits = BackwardTraits<kHeadDim>;
     constexpr auto dkdv_kernel = backward_dkdv_kernel<Traits, Element>;
     constexpr auto dq_kernel = backward_dq_kernel<Traits, Element>;
-    allow_shared_memory<dkdv_kernel, Traits::kSharedBytes>(device, params, "dK/dV kernel");
-    if (params.deterministic) allow_shared_memory<dq_kernel, Traits::kDqSharedBytes>(device, params, "dQ kernel");
+    const int stages = static_cast<size_t>(Traits::shared_bytes(2)) <= device.sharedMemPerBlockOptin ? 2 : 1;
+    const int dkdv_bytes = Traits::shared_bytes(stages);
+    require_shared_memory(dkdv_bytes, device, params, "dK/dV kernel");
+    if (params.deterministic) require_shared_memory(Traits::kDqSharedBytes, device, params, "dQ kernel");
+    allow_shared_memory<dkdv_kernel>(dkdv_bytes);
+    if (params.deterministic) allow_shared_memory<dq_kernel>(Traits::kDqSharedBytes);
 
     const bool vectorized = aligned16(params.q) && aligned16(params.k) && aligned16(params.v) &&
                             aligned16(params.o) && aligned16(params.dout) && aligned16(params.dq) &&
@@ -736,7 +831,7 @@ void run_backward(const AttnBwdParams& params, const BackwardWorkspace& workspac
 
     backward_preprocess<kHeadDim, Element><<<preprocess_blocks, kRowKernelThreads, 0, stream>>>(params, workspace,
                                                                                                  vectorized);
-    dkdv_kernel<<<dkdv_blocks, Traits::kThreads, Traits::kSharedBytes, stream>>>(params, workspace, vectorized);
+    dkdv_kernel<<<dkdv_blocks, Traits::kThreads, dkdv_bytes, stream>>>(params, workspace, vectorized, stages);
     if (params.deterministic)
         dq_kernel<<<dq_blocks, Traits::kDqThreads, Traits::kDqSharedBytes, stream>>>(params, workspace, vectorized);
     else
