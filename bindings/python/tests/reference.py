@@ -3,8 +3,9 @@ ABI text like tests/reference.h: scores s = scale * q k^T over visible keys, lse
 P = exp(s - lse), out = P v; backward dP = dout v^T, D = rowsum(dout * out), dS = P (dP - D),
 dq = scale dS k, dk = scale dS^T q, dv = P^T dout, dk/dv summed over each key/value head's group.
 
-The yardstick ("naive") is the same math in float32 with its outputs rounded to the storage dtype;
-fattn must stay within 2x its error against float64 (plus a tiny absolute slack near zero)."""
+The yardstick ("naive") is the same math in float32 with its outputs rounded to the storage dtype,
+its backward reading the stored (rounded) out like any backward given the forward's output; fattn
+must stay within 2x its error against float64 (plus a tiny absolute slack near zero)."""
 import numpy as np
 
 STORAGE_EPSILON = {"float32": 2.0 ** -23, "float16": 2.0 ** -10, "bfloat16": 2.0 ** -7}
@@ -25,8 +26,11 @@ def visible_keys(seqlen_q, seqlen_k, causal, window):
     return mask
 
 
-def attention(q, k, v, dout, causal=False, scale=None, window=(-1, -1), real=np.float64):
-    """dict of out, lse ([B, Hq, Nq]), dq, dk, dv, computed in the floating type `real`."""
+def attention(q, k, v, dout, causal=False, scale=None, window=(-1, -1), storage=None):
+    """dict of out, lse ([B, Hq, Nq]), dq, dk, dv: in float64 without `storage`, else the naive
+    yardstick in float32 with out, dq, dk, dv stored as `storage` (lse stays float32, as in the ABI)."""
+    real = np.float64 if storage is None else np.float32
+    stored = (lambda x: x) if storage is None else (lambda x: round_to_storage(x, storage))
     q, k, v, dout = (np.asarray(x, dtype=np.float64).astype(real) for x in (q, k, v, dout))
     group = q.shape[1] // k.shape[1]
     scale = real(1.0 / np.sqrt(q.shape[3]) if scale is None else scale)
@@ -39,7 +43,7 @@ def attention(q, k, v, dout, causal=False, scale=None, window=(-1, -1), real=np.
         shifted = np.exp(scores - np.where(sees_nothing, real(0), row_max))
         lse = np.where(sees_nothing, real(-np.inf), row_max + np.log(shifted.sum(axis=-1, keepdims=True)))
         p = np.where(sees_nothing, real(0), np.exp(scores - np.where(sees_nothing, real(0), lse)))
-    out = p @ v_per_q
+    out = stored(p @ v_per_q)
     dp = dout @ v_per_q.swapaxes(-1, -2)
     ds = p * (dp - (dout * out).sum(axis=-1, keepdims=True))
     dq = scale * (ds @ k_per_q)
@@ -50,8 +54,8 @@ def attention(q, k, v, dout, causal=False, scale=None, window=(-1, -1), real=np.
     def sum_over_group(x):
         return x.reshape(batch, heads_kv, group, *x.shape[2:]).sum(axis=2)
 
-    return {"out": out, "lse": lse[..., 0], "dq": dq, "dk": sum_over_group(dk_per_q),
-            "dv": sum_over_group(dv_per_q)}
+    return {"out": out, "lse": lse[..., 0], "dq": stored(dq), "dk": stored(sum_over_group(dk_per_q)),
+            "dv": stored(sum_over_group(dv_per_q))}
 
 
 def round_to_storage(x, storage):
@@ -64,13 +68,6 @@ def round_to_storage(x, storage):
         rounded = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000
         return rounded.astype(np.uint32).view(np.float32)
     return x
-
-
-def naive(q, k, v, dout, storage, **mask_and_scale):
-    """The yardstick: float32 math, storage-dtype outputs (lse stays float32, as in the ABI)."""
-    result = attention(q, k, v, dout, real=np.float32, **mask_and_scale)
-    return {name: value if name == "lse" else round_to_storage(value, storage)
-            for name, value in result.items()}
 
 
 def max_error(got, expected):

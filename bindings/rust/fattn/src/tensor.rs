@@ -63,7 +63,7 @@ fn overlaps(shape: [usize; 4], strides: [usize; 4]) -> bool {
         if stride < span {
             return true;
         }
-        span = stride * (extent - 1) + span;
+        span += stride * (extent - 1);
     }
     false
 }

@@ -1,6 +1,7 @@
 //! The float64 reference of the Rust tests and example, written from the ABI text like
 //! tests/reference.h, generic over the arithmetic type so the same code, run in f32 with
-//! storage-rounded outputs, is the accuracy rule's naive yardstick. Contiguous [B, H, N, D] data.
+//! storage-rounded outputs, is the accuracy rule's naive yardstick (its backward reads the stored
+//! out, as any backward given the forward's output does). Contiguous [B, H, N, D] data.
 //!   s = scale q k^T over visible keys, lse = log sum exp s, P = exp(s - lse), out = P v;
 //!   dP = dout v^T, D = rowsum(dout * out), dS = P (dP - D), dq = scale dS k, dk = scale dS^T q,
 //!   dv = P^T dout; dk, dv summed over the query heads sharing a key/value head.
@@ -64,7 +65,10 @@ pub struct Results {
     pub dv: Vec<f64>,
 }
 
-pub fn attention<R: Real>(p: &Problem, q: &[f64], k: &[f64], v: &[f64], dout: &[f64]) -> Results {
+/// `stored` rounds a value as the storage type would (the identity for the reference); out is
+/// stored before the backward reads it, dq/dk/dv are returned unrounded for the caller to store.
+pub fn attention<R: Real>(p: &Problem, q: &[f64], k: &[f64], v: &[f64], dout: &[f64],
+                          stored: impl Fn(R) -> R) -> Results {
     let d = p.head_dim;
     let (q, k, v, dout): (Vec<R>, Vec<R>, Vec<R>, Vec<R>) =
         (convert(q), convert(k), convert(v), convert(dout));
@@ -97,6 +101,9 @@ pub fn attention<R: Real>(p: &Problem, q: &[f64], k: &[f64], v: &[f64], dout: &[
                     for e in 0..d {
                         out[row + e] = out[row + e] + p_row[j] * v[key(j) + e];
                     }
+                }
+                for value in &mut out[row..row + d] {
+                    *value = stored(*value);
                 }
                 let delta = dot(&dout[row..row + d], &out[row..row + d]);
                 for &j in &keys {
