@@ -120,39 +120,30 @@ fn run_and_check<T: Element>(p: Problem, layout: Layout, seed: &mut u64) -> refe
     got
 }
 
-fn cases() -> Vec<(Problem, Layout)> {
-    let mut cases = Vec::new();
+/// Every shape x mask x layout case, for one element type.
+fn check_all_cases<T: Element>() {
+    let mut seed = fresh_seed();
     for (shape, layout) in [(problem(2, 4, 4, 17, 17, 32), Layout::Bhnd), (problem(1, 4, 2, 33, 65, 64), Layout::Bnhd),
                             (problem(1, 3, 1, 7, 129, 16), Layout::Bhnd), (problem(1, 2, 2, 40, 40, 128), Layout::Bnhd)] {
-        cases.push((shape, layout));
-        cases.push((Problem { causal: true, ..shape }, layout));
-        cases.push((Problem { window: (5, 3), ..shape }, layout));
+        for p in [shape, Problem { causal: true, ..shape }, Problem { window: (5, 3), ..shape }] {
+            run_and_check::<T>(p, layout, &mut seed);
+        }
     }
-    cases
 }
 
 #[test]
 fn f32_matches_reference() {
-    let mut seed = fresh_seed();
-    for (p, layout) in cases() {
-        run_and_check::<f32>(p, layout, &mut seed);
-    }
+    check_all_cases::<f32>();
 }
 
 #[test]
 fn f16_matches_reference() {
-    let mut seed = fresh_seed();
-    for (p, layout) in cases() {
-        run_and_check::<F16>(p, layout, &mut seed);
-    }
+    check_all_cases::<F16>();
 }
 
 #[test]
 fn bf16_matches_reference() {
-    let mut seed = fresh_seed();
-    for (p, layout) in cases() {
-        run_and_check::<Bf16>(p, layout, &mut seed);
-    }
+    check_all_cases::<Bf16>();
 }
 
 #[test]
