@@ -10,7 +10,12 @@ package_dir=$(cd "$(dirname "$0")" && pwd)
 
 rm -rf "$scratch"
 "$python" -m venv --system-site-packages "$scratch/venv"  # numpy (and torch) from the system
-FATTN_LIBRARY="$library" "$scratch/venv/bin/python" -m pip install -q --no-deps "$package_dir"
+# Build offline with the system's setuptools and wheel when it has them; pip fetches them otherwise.
+isolation=()
+if "$scratch/venv/bin/python" -c "import setuptools, wheel" 2>/dev/null; then
+    isolation=(--no-build-isolation)
+fi
+FATTN_LIBRARY="$library" "$scratch/venv/bin/python" -m pip install -q --no-deps "${isolation[@]}" "$package_dir"
 
 cd "$scratch"
 env -u FATTN_LIBRARY -u PYTHONPATH "$scratch/venv/bin/python" - <<'PYTHON'

@@ -2,6 +2,8 @@
 Outputs and gradients are checked against torch.nn.functional.scaled_dot_product_attention in
 float64 (the accuracy rule's yardstick: reference.attention's naive float32 computation).
 Skipped as a whole without torch; the CUDA cases skip themselves without a GPU."""
+import contextlib
+
 import numpy as np
 import pytest
 
@@ -19,6 +21,17 @@ SHAPES = {
     "gqa-longer-keys": (1, 4, 2, 31, 70, 128),
     "mqa": (2, 2, 1, 16, 40, 32),
 }
+
+
+@contextlib.contextmanager
+def cuda_may_refuse_float32(device, dtype):
+    """The ABI lets the CUDA backend answer float32 with FATTN_ERROR_UNSUPPORTED: a skip there."""
+    try:
+        yield
+    except fattn.UnsupportedError as error:
+        if device == "cpu" or dtype != torch.float32:
+            raise
+        pytest.skip(f"the CUDA backend refuses float32: {error}")
 
 
 @pytest.fixture
@@ -94,7 +107,8 @@ def test_original_projects_snippet_runs_unchanged():
 @pytest.mark.parametrize("device", DEVICES)
 def test_output_and_gradients_match_sdpa(generator, device, storage, shape, causal, layout):
     q, k, v, dout = random_problem(generator, SHAPES[shape], DTYPES[storage], device, layout)
-    results = attention_and_grads(lambda *qkv: fattn.attention(*qkv, causal=causal), q, k, v, dout)
+    with cuda_may_refuse_float32(device, DTYPES[storage]):
+        results = attention_and_grads(lambda *qkv: fattn.attention(*qkv, causal=causal), q, k, v, dout)
     assert all(result.dtype == DTYPES[storage] for result in results.values())
     check_against_sdpa(results, q, k, v, dout, storage, causal=causal)
 
@@ -109,11 +123,11 @@ def test_window_and_scale(generator, device):
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_lower_level_forward_and_backward(generator, device):
-    q, k, v, dout = random_problem(generator, SHAPES["mqa"], torch.float32, device, layout="bnhd")
+    q, k, v, dout = random_problem(generator, SHAPES["mqa"], torch.float16, device, layout="bnhd")
     out, lse = fattn.forward(q, k, v, causal=True)
     dq, dk, dv = fattn.backward(q, k, v, out, dout, lse, causal=True)
     assert lse.dtype == torch.float32 and lse.shape == q.shape[:3] and not out.requires_grad
-    check_against_sdpa(dict(out=out, dq=dq, dk=dk, dv=dv), q, k, v, dout, "float32", causal=True)
+    check_against_sdpa(dict(out=out, dq=dq, dk=dk, dv=dv), q, k, v, dout, "float16", causal=True)
     expected = reference.attention(*(x.cpu().numpy() for x in (q, k, v, dout)), causal=True)
     assert np.allclose(lse.cpu().numpy(), expected["lse"], rtol=1e-5, atol=1e-5)
 
@@ -132,7 +146,8 @@ def test_no_grad_returns_a_plain_tensor(generator, device):
 @pytest.mark.parametrize("needs_grad", [(True, False, False), (False, True, True), (False, False, True)])
 @pytest.mark.parametrize("device", DEVICES)
 def test_gradients_for_any_subset_of_inputs(generator, device, needs_grad):
-    q, k, v, dout = random_problem(generator, SHAPES["gqa-longer-keys"], torch.float32, device)
+    q, k, v, dout = random_problem(generator, SHAPES["gqa-longer-keys"], torch.float16, device)
+
     def attention(*qkv):  # deterministic: the CUDA backward may otherwise vary in its last bits
         return fattn.attention(*qkv, causal=True, deterministic=True)
     everything = attention_and_grads(attention, q, k, v, dout)
