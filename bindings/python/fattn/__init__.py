@@ -50,11 +50,7 @@ def attention(q, k, v, causal=False, sm_scale=None, window=(-1, -1), determinist
     """
     del warp_specialize  # fattn chooses its kernels itself
     options = _core.Options(causal, sm_scale, window, deterministic)
-    kind = _kind_of(q)
-    if kind.name == "torch.Tensor":
-        return kind.attention(q, k, v, options)
-    out, _ = _core.forward(kind, q, k, v, options, need_lse=False)
-    return out
+    return _kind_of(q).attention(q, k, v, options)
 
 
 def forward(q, k, v, causal=False, sm_scale=None, window=(-1, -1), deterministic=False):

@@ -5,8 +5,9 @@ the layout of the inputs, and calls fattn_forward / fattn_backward on the right 
 Array libraries plug in as an "array kind" (see _numpy_arrays.py and _torch_tensors.py) that
 answers: is_mine(x), name, dtype_code(x) (None when unsupported), supported_dtypes,
 element_strides(x) (None when unusable as is), contiguous(x), data_ptr(x), device(x),
-empty_like(x), empty_lse(q) (float32 [B, H, N]), is_float32(x), and handle(device) (a context
-manager yielding the fattn handle to use, with its stream set).
+empty_like(x), empty_lse(q) (float32 [B, H, N]), is_float32(x), handle(device) (a context
+manager yielding the fattn handle to use, with its stream set), and attention(q, k, v, options)
+(the public entry: autograd where the library has it).
 """
 import ctypes
 import math

@@ -74,7 +74,7 @@ def handle(device):
             errors.UNSUPPORTED, f"q is on {device}; fattn runs on cpu and cuda tensors only")
 
 
-this_kind = sys.modules[__name__]
+this_kind = sys.modules[__name__]  # this module is the "array kind" that _core works through
 
 
 class AttentionFunction(torch.autograd.Function):
