@@ -102,11 +102,14 @@ __device__ __forceinline__ void mask_scores(float (&s)[Traits::kMTiles][Traits::
     }
 }
 
-// Online softmax over one S tile: updates the running max, rescales O and the row sums, and
-// turns S into P = exp2(S * scale_log2 - max * scale_log2) in place.
+// Online softmax over one S tile: updates the running max, rescales the row sums and O (O only
+// when some row of the warp changed its max), and turns S into
+// P = exp2(S * scale_log2 - max * scale_log2) in place.
 template <class Traits>
 __device__ __forceinline__ void online_softmax(float (&s)[Traits::kMTiles][Traits::kSTiles][4],
                                                ForwardAccumulators<Traits>& acc, float scale_log2) {
+    float corrections[Traits::kMTiles][2];
+    bool rescale = false;
 #pragma unroll
     for (int mt = 0; mt < Traits::kMTiles; ++mt) {
 #pragma unroll
@@ -130,12 +133,19 @@ __device__ __forceinline__ void online_softmax(float (&s)[Traits::kMTiles][Trait
                 }
             }
             acc.row_sum[mt][half] = sum;
-#pragma unroll
-            for (int ot = 0; ot < Traits::kOTiles; ++ot) {
-                acc.o[mt][ot][half * 2] *= correction;
-                acc.o[mt][ot][half * 2 + 1] *= correction;
-            }
+            corrections[mt][half] = correction;
+            rescale = rescale || correction != 1.0f;
         }
+    }
+    // Once the row maxima settle (most tiles of a long row), no row of the warp changes its max
+    // and the warp skips rescaling O: exactly the same result, ~kOTiles * 4 * kMTiles fewer FMULs.
+    if (__any_sync(0xffffffffu, rescale)) {
+#pragma unroll
+        for (int mt = 0; mt < Traits::kMTiles; ++mt)
+#pragma unroll
+            for (int ot = 0; ot < Traits::kOTiles; ++ot)
+#pragma unroll
+                for (int e = 0; e < 4; ++e) acc.o[mt][ot][e] *= corrections[mt][e / 2];
     }
 }
 

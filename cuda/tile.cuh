@@ -27,7 +27,8 @@ inline constexpr int kChunk = 8;
 // into a padded shared tile. Rows >= valid_rows and columns >= valid_cols are zero-filled and never
 // read from global memory. valid_cols is a multiple of 8, so a 16-byte chunk is all in or all out.
 // With `vectorized` (base and stride 16-byte aligned) the copy is asynchronous (cp.async; the
-// caller commits and waits); otherwise each element is loaded and stored synchronously.
+// caller commits and waits); otherwise each element is loaded and stored synchronously (the
+// caller's barrier makes them visible).
 template <int kRows, int kCols, int kThreads, typename Element>
 __device__ __forceinline__ void load_tile(Element* smem, const Element* global, int64_t row_stride, int valid_rows,
                                           int valid_cols, bool vectorized) {
@@ -35,16 +36,23 @@ __device__ __forceinline__ void load_tile(Element* smem, const Element* global, 
     constexpr int kChunks = kRows * kChunksPerRow;
     static_assert(kCols % kChunk == 0, "tile width must be a multiple of 8 elements");
     static_assert(kChunks % kThreads == 0, "every thread copies the same number of chunks");
+    if (!vectorized) {
+        // The rare misaligned case: a compact loop, so it adds little code to the callers' loops.
+#pragma unroll 1
+        for (int chunk = static_cast<int>(threadIdx.x); chunk < kChunks; chunk += kThreads) {
+            const int row = chunk / kChunksPerRow;
+            const int col = (chunk % kChunksPerRow) * kChunk;
+            const bool valid = row < valid_rows && col < valid_cols;
+            const Element* source = global + (valid ? row * row_stride + col : 0);
+#pragma unroll
+            for (int e = 0; e < kChunk; ++e)
+                smem[row * kPaddedRow<kCols> + col + e] = valid ? source[e] : Element(0.0f);
+        }
+        return;
+    }
     const auto copy_chunk = [&](int row, int col, const Element* source) {
         const bool valid = row < valid_rows && col < valid_cols;
-        Element* destination = smem + row * kPaddedRow<kCols> + col;
-        if (!valid) source = global;
-        if (vectorized) {
-            ptx::cp_async_16(ptx::smem_address(destination), source, valid);
-        } else {
-#pragma unroll
-            for (int e = 0; e < kChunk; ++e) destination[e] = valid ? source[e] : Element(0.0f);
-        }
+        ptx::cp_async_16(ptx::smem_address(smem + row * kPaddedRow<kCols> + col), valid ? source : global, valid);
     };
     if constexpr (kThreads % kChunksPerRow == 0) {
         // Each thread keeps one column and walks down the rows with a single pointer, so no
