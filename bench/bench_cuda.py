@@ -20,7 +20,8 @@ Loads libfattn through ctypes (no bindings needed), wraps torch CUDA tensors as 
 
 Writes JSON and a markdown table under --out (default: $OUT, else bench/results).
 
-  python3 bench/bench_cuda.py --lib build/src/libfattn.so.0 [--quick] [--shape D,N] [--verify]
+  python3 bench/bench_cuda.py --lib build/src/libfattn.so.0 [--quick] [--shape D,N] [--forward-only]
+  python3 bench/bench_cuda.py --lib build/src/libfattn.so.0 --verify
 """
 import argparse
 import ctypes

@@ -20,13 +20,15 @@
 // the end it stages its O rows in that same shared memory for 16-byte coalesced stores.
 // When a data pointer or stride is not 16-byte aligned the copies fall back to element loads.
 //
-// Tile sizes (K/V reused by 128 query rows; the widest configuration per head dim that keeps
-// ptxas under 255 registers per thread with no spills where possible; see bench/NOTES.md):
+// Tile sizes (K/V reused by 128 query rows; the widest configuration per head dim that fits 255
+// registers per thread, measured against FlashAttention-2 in bench/NOTES.md). Registers from
+// ptxas -v (nvcc 13.0) for sm_80 / sm_90a; spills noted:
 //   kHeadDim   kBlockM x kBlockN   warps   rows/warp   shared memory (2 K/V stages)   registers
-//   32         128 x 128            4       32          50 KB                          235
-//   64, 128    128 x 64             4       32          54 KB, 102 KB                  229, 255
-//   96         128 x 64             8       16          78 KB                          174
-//   192, 256   128 x 32             8       16          100 KB, 132 KB                 235, 243
+//   32         128 x 128            4       32          50 KB              245 / 255 (16 B spill)
+//   64         128 x 128            4       32          90 KB              254 / 255
+//   128        128 x 64             4       32          102 KB             255 (16 B spill) / 255
+//   96         128 x 64             8       16          78 KB              133 / 170
+//   192, 256   128 x 32             8       16          100 KB, 132 KB     176 / 174, 244 / 244
 // Every width fits the 163 KB a block may use on an A100 (227 KB on Hopper); GPUs with less
 // (RTX 30/40, L4: 99 KB) get FATTN_ERROR_UNSUPPORTED for the widths that do not fit.
 #pragma once
@@ -50,7 +52,7 @@ struct ForwardTraits {
     using Element = Element_;
     static constexpr int kHeadDim = kHeadDim_;
     static constexpr int kBlockM = 128;
-    static constexpr int kBlockN = kHeadDim <= 32 ? 128 : (kHeadDim <= 128 ? 64 : 32);
+    static constexpr int kBlockN = kHeadDim <= 64 ? 128 : (kHeadDim <= 128 ? 64 : 32);
     // 96 and 192 take 8 warps: their 12 and 24 chunks per row do not divide 128 threads, so
     // load_tile keeps per-chunk offsets live, which spills at 4 warps.
     static constexpr int kWarps = (kHeadDim == 96 || kHeadDim >= 192) ? 8 : 4;
