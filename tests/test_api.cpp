@@ -39,7 +39,8 @@ Shape shape_of(Arg arg) {
 class AbiCall {
 public:
     AbiCall() {
-        REQUIRE(fattn_create(&handle, FATTN_BACKEND_CPU) == FATTN_SUCCESS);
+        REQUIRE(fattn_create(&owned_handle_, FATTN_BACKEND_CPU) == FATTN_SUCCESS);
+        handle = owned_handle_;
         std::mt19937_64 rng = random_stream("abi");
         for (int arg = 0; arg < kArgCount; ++arg)
             storage_[arg] = HostTensor(FATTN_DTYPE_F32, shape_of(static_cast<Arg>(arg)), Layout::BHND);
@@ -51,7 +52,7 @@ public:
             before_[arg] = storage_[arg].snapshot();
         }
     }
-    ~AbiCall() { fattn_destroy(handle); }
+    ~AbiCall() { fattn_destroy(owned_handle_); }
     AbiCall(const AbiCall&) = delete;
     AbiCall& operator=(const AbiCall&) = delete;
 
@@ -71,13 +72,14 @@ public:
     }
     HostTensor& storage(Arg arg) { return storage_[arg]; }
 
-    fattn_handle_t handle = nullptr;
+    fattn_handle_t handle = nullptr;  // what the calls pass: a breakage may change it
     fattn_attention_desc_t desc = FATTN_ATTENTION_DESC_INIT;
     const fattn_attention_desc_t* desc_pointer = &desc;
     fattn_tensor_t tensors[kArgCount];
     const fattn_tensor_t* pointers[kArgCount];
 
 private:
+    fattn_handle_t owned_handle_ = nullptr;
     HostTensor storage_[kArgCount];
     std::vector<unsigned char> before_[kArgCount];
 };
@@ -154,17 +156,6 @@ std::vector<Breakage> tensor_breakages(Arg arg) {
     return list;
 }
 
-void expect_all_refused(Entry entry, const std::vector<Arg>& args, const std::vector<Breakage>& extra) {
-    for (Arg arg : args) {
-        if (!(entry == Entry::Forward && arg == LSE))  // lse is optional in the forward only
-            expect_refused(entry, {std::string(kArgNames[arg]) + " NULL",
-                                   [arg](AbiCall& call) { call.pointers[arg] = nullptr; },
-                                   std::string(kArgNames[arg]) + " is NULL"});
-        for (const Breakage& breakage : tensor_breakages(arg)) expect_refused(entry, breakage);
-    }
-    for (const Breakage& breakage : extra) expect_refused(entry, breakage);
-}
-
 // Breakages of the handle and descriptor, common to both entry points.
 std::vector<Breakage> call_breakages() {
     auto desc_change = [](std::string label, std::function<void(fattn_attention_desc_t&)> change, std::string message) {
@@ -204,6 +195,20 @@ Breakage zero_stride(Arg target, int dim) {
             name + ".strides[" + str(dim) + "]=0"};
 }
 
+// Refuses the tensor breakages of every argument of `entry`, the handle and descriptor breakages,
+// and the entry's own `overlaps` (outputs sharing memory with inputs or with themselves).
+void expect_all_refused(Entry entry, const std::vector<Arg>& args, const std::vector<Breakage>& overlaps) {
+    for (Arg arg : args) {
+        if (!(entry == Entry::Forward && arg == LSE))  // lse is optional in the forward only
+            expect_refused(entry, {std::string(kArgNames[arg]) + " NULL",
+                                   [arg](AbiCall& call) { call.pointers[arg] = nullptr; },
+                                   std::string(kArgNames[arg]) + " is NULL"});
+        for (const Breakage& breakage : tensor_breakages(arg)) expect_refused(entry, breakage);
+    }
+    for (const Breakage& breakage : call_breakages()) expect_refused(entry, breakage);
+    for (const Breakage& breakage : overlaps) expect_refused(entry, breakage);
+}
+
 }  // namespace
 
 TEST_CASE("the valid baseline call succeeds and writes every output") {
@@ -215,32 +220,20 @@ TEST_CASE("the valid baseline call succeeds and writes every output") {
 
 TEST_CASE("fattn_forward refuses every bad argument and writes nothing") {
     expect_all_refused(Entry::Forward, kForwardArgs,
-                       [] {
-                           std::vector<Breakage> extra = call_breakages();
-                           extra.push_back(alias("o is q", O, Q, "o overlaps the memory of input q"));
-                           extra.push_back(alias("o is v", O, V, "o overlaps the memory of input v"));
-                           extra.push_back(alias("lse inside o", LSE, O, "lse overlaps the memory of input o"));
-                           extra.push_back(zero_stride(O, 0));
-                           extra.push_back(zero_stride(O, 2));
-                           extra.push_back(zero_stride(LSE, 1));
-                           return extra;
-                       }());
+                       {alias("o is q", O, Q, "o overlaps the memory of input q"),
+                        alias("o is v", O, V, "o overlaps the memory of input v"),
+                        alias("lse inside o", LSE, O, "lse overlaps the memory of input o"), zero_stride(O, 0),
+                        zero_stride(O, 2), zero_stride(LSE, 1)});
 }
 
 TEST_CASE("fattn_backward refuses every bad argument and writes nothing") {
     expect_all_refused(Entry::Backward, kBackwardArgs,
-                       [] {
-                           std::vector<Breakage> extra = call_breakages();
-                           extra.push_back(alias("dq is dout", DQ, DOUT, "dq overlaps the memory of input dout"));
-                           extra.push_back(alias("dk is k", DK, K, "dk overlaps the memory of input k"));
-                           extra.push_back(alias("dv is lse", DV, LSE, "dv overlaps the memory of input lse"));
-                           extra.push_back(alias("dk is dq", DK, DQ, "dk.data is the same memory as dq.data"));
-                           extra.push_back(alias("dv is dk", DV, DK, "dv.data is the same memory as dk.data"));
-                           extra.push_back(zero_stride(DQ, 0));
-                           extra.push_back(zero_stride(DK, 1));
-                           extra.push_back(zero_stride(DV, 2));
-                           return extra;
-                       }());
+                       {alias("dq is dout", DQ, DOUT, "dq overlaps the memory of input dout"),
+                        alias("dk is k", DK, K, "dk overlaps the memory of input k"),
+                        alias("dv is lse", DV, LSE, "dv overlaps the memory of input lse"),
+                        alias("dk is dq", DK, DQ, "dk.data is the same memory as dq.data"),
+                        alias("dv is dk", DV, DK, "dv.data is the same memory as dk.data"), zero_stride(DQ, 0),
+                        zero_stride(DK, 1), zero_stride(DV, 2)});
 }
 
 TEST_CASE("a descriptor from an older caller (struct_size 12) gets defaults for the later fields") {
