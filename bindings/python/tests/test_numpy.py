@@ -40,11 +40,11 @@ def random_problem(rng, shape, dtype, layout="bhnd"):
 
 
 def check_against_reference(q, k, v, dout, storage, results, **options):
-    expected = reference.attention(q, k, v, dout, **options)
-    yardstick = reference.attention(q, k, v, dout, storage=storage, **options)
+    exact = reference.attention(q, k, v, dout, **options)
+    naive = reference.attention(q, k, v, dout, storage=storage, **options)
     for name, got in results.items():
-        assert got.shape == expected[name].shape, name
-        reference.assert_accurate(name, got, expected[name], yardstick[name], storage)
+        assert got.shape == exact[name].shape, name
+        reference.assert_accurate(name, got, exact, naive, storage)
 
 
 @pytest.mark.parametrize("layout", ["bhnd", "bnhd"])
