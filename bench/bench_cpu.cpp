@@ -282,25 +282,27 @@ struct MemoryResult {
 MemoryResult measure_memory(int threads) {
     const int64_t n = 65536, d = 64;
     std::mt19937 rng(7);
-    fattn_handle_t handle = nullptr;
-    check(fattn_create(&handle, FATTN_BACKEND_CPU), "fattn_create");
     fattn_attention_desc_t desc = FATTN_ATTENTION_DESC_INIT;
     desc.causal = 1;  // causal halves the time; the memory does not depend on the mask
-    {
-        Problem warm(FATTN_DTYPE_F32, 1, 1, 16, d, rng);  // starts the OpenMP pool outside the measurement
-        warm.forward(handle, desc);
-        warm.backward(handle, desc);
-    }
     Problem p(FATTN_DTYPE_F32, 1, 1, n, d, rng);
     omp_set_num_threads(threads);
+    volatile int started = 0;
+#pragma omp parallel
+    started = started + 1;  // the OpenMP pool (thread stacks) starts outside the measurement
+
+    // Each call on a fresh handle, so its scratch is counted.
     MemoryResult result;
-    std::fprintf(stderr, "memory: forward at N=%lld D=%lld ...\n", static_cast<long long>(n), static_cast<long long>(d));
-    result.forward_kib = extra_kib([&] { p.forward(handle, desc); });
-    fattn_destroy(handle);  // a fresh handle, so the backward's scratch is measured from zero
-    check(fattn_create(&handle, FATTN_BACKEND_CPU), "fattn_create");
-    std::fprintf(stderr, "memory: backward ...\n");
-    result.backward_kib = extra_kib([&] { p.backward(handle, desc); });
-    fattn_destroy(handle);
+    auto measure = [&](const char* what, auto&& call) {
+        std::fprintf(stderr, "memory: %s at N=%lld D=%lld ...\n", what, static_cast<long long>(n),
+                     static_cast<long long>(d));
+        fattn_handle_t handle = nullptr;
+        check(fattn_create(&handle, FATTN_BACKEND_CPU), "fattn_create");
+        const int64_t kib = extra_kib([&] { call(handle); });
+        fattn_destroy(handle);
+        return kib;
+    };
+    result.forward_kib = measure("forward", [&](fattn_handle_t h) { p.forward(h, desc); });
+    result.backward_kib = measure("backward", [&](fattn_handle_t h) { p.backward(h, desc); });
     return result;
 }
 

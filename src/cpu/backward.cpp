@@ -124,7 +124,7 @@ void load_key_tile(const AttnBwdParams& p, int64_t batch, int64_t kv_head, int64
 
 // A query block's rows in the tiles, with each row's lse offset (exp2 units) and delta.
 struct QueryRows {
-    float lse_offset[kBlockQ];
+    Exp2Offset lse_offset[kBlockQ];
     float delta[kBlockQ];
 };
 

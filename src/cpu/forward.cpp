@@ -124,7 +124,7 @@ void forward_query_block(const AttnParams& p, int64_t batch, int64_t head, int64
             store_rows(t.out + r * dp, dp, 1, p.head_dim, 1.0f / stats.sum[r], out_row, 0);
         }
         if (p.lse.data != nullptr)
-            *mutable_row_pointer<float>(p.lse, batch, head, row_begin + r) = row_lse(stats, r, p.scale);
+            *mutable_row_pointer<float>(p.lse, batch, head, row_begin + r) = row_lse(stats, r);
     }
 }
 

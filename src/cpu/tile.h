@@ -174,12 +174,14 @@ inline void mask_scores_transposed(const MaskSpec& mask, const TilePair& pair, f
 
 // A query block's running softmax statistics, one entry per query row.
 struct QueryStats {
-    alignas(64) float max[kBlockQ];
-    alignas(64) float sum[kBlockQ];
+    alignas(64) float max[kBlockQ];     // raw scores
+    alignas(64) float offset[kBlockQ];  // max * scale_log2 rounded to float: what the exponents subtract
+    alignas(64) float sum[kBlockQ];     // of 2^(s * scale_log2 - offset)
     alignas(64) float shrink[kBlockQ];  // of the last step: the factor the output rows must shrink by
 
     QueryStats() {
         std::fill(max, max + kBlockQ, -INFINITY);
+        std::fill(offset, offset + kBlockQ, -INFINITY);
         std::fill(sum, sum + kBlockQ, 0.0f);
     }
 };
@@ -187,48 +189,70 @@ struct QueryStats {
 // Folds a transposed tile of raw scores (keys rows of `cols` query lanes, leading dimension ld)
 // into the running max and sum, turns the scores into unnormalized probabilities, and leaves
 // in stats.shrink the factor by which each query's output accumulator must shrink.
+// Accuracy: scores are scaled first (s * scale_log2, rounded) and the offset is the max of those,
+// so the largest score gives exactly 2^0 = 1, like a naive softmax; the sum is relative to the
+// offset as rounded, so the lse carries no rounding of the offset. The backward computes the
+// same scaled scores bit for bit (same dot-product order), so its probabilities match these.
 inline void online_softmax_step(float* scores_t, int64_t keys, int64_t ld, int64_t cols, float scale_log2,
                                 QueryStats& stats) {
     const Vec16 scale = broadcast(scale_log2);
     for (int64_t c = 0; c < cols; c += kLanes) {
-        const Vec16 old_max = load(stats.max + c);
-        Vec16 new_max = old_max;
+        Vec16 new_max = load(stats.max + c);
         for (int64_t j = 0; j < keys; ++j) new_max = max(new_max, load(scores_t + j * ld + c));
-        // A query that has seen only masked keys keeps max -inf; offset 0 keeps 2^(-inf - offset) = 0.
-        const Vec16 offset = zero_where_minus_inf(new_max * scale);
-        const Vec16 shrink = exp2(fma(old_max, scale, zero() - offset));
+        const Vec16 new_offset = new_max * scale;
+        // A query that has seen only masked keys keeps offset -inf; subtracting 0 instead keeps
+        // 2^(-inf - offset) = 0 rather than NaN. Its old offset is -inf too: shrink 2^-inf = 0.
+        const Vec16 subtracted = zero_where_minus_inf(new_offset);
+        const Vec16 shrink = exp2(load(stats.offset + c) - subtracted);
         Vec16 tile_sum = zero();
         for (int64_t j = 0; j < keys; ++j) {
             float* s = scores_t + j * ld + c;
-            const Vec16 p = exp2(fma(load(s), scale, zero() - offset));
+            const Vec16 p = exp2(load(s) * scale - subtracted);
             store(s, p);
             tile_sum = tile_sum + p;
         }
         store(stats.sum + c, fma(load(stats.sum + c), shrink, tile_sum));
         store(stats.max + c, new_max);
+        store(stats.offset + c, new_offset);
         store(stats.shrink + c, shrink);
     }
 }
 
 // Natural-log log-sum-exp of query row r's scaled scores; -inf for a row that saw no key.
-inline float row_lse(const QueryStats& stats, int64_t r, float scale) {
-    return stats.sum[r] == 0.0f ? -INFINITY : stats.max[r] * scale + std::log(stats.sum[r]);
+// Computed in double from the statistics, in the exp2 units of the probabilities (scale_log2 as
+// rounded to float), so the only error the backward sees beyond the forward's is lse's rounding.
+inline float row_lse(const QueryStats& stats, int64_t r) {
+    if (stats.sum[r] == 0.0f) return -INFINITY;
+    const double log2_sum_exp = double{stats.offset[r]} + std::log2(double{stats.sum[r]});
+    return static_cast<float>(log2_sum_exp * 0.6931471805599453);
+}
+
+// The backward's offset: lse in exp2 units, split into a float and its rounding error, so that
+// 2^(s*scale_log2 - hi - lo) reproduces the forward's probabilities to a few ulps. A row that saw
+// no key gets +inf, which turns each of its scores into 2^-inf = 0 instead of NaN.
+struct Exp2Offset {
+    float hi;
+    float lo;
+};
+
+inline Exp2Offset lse_to_exp2_offset(float lse) {
+    if (lse == -INFINITY) return {INFINITY, 0.0f};
+    const double offset = double{lse} * 1.4426950408889634;
+    const float hi = static_cast<float>(offset);
+    return {hi, static_cast<float>(offset - hi)};
 }
 
 // The backward's P = 2^(s * scale_log2 - offset) over one row of scores, in place.
-inline void exp2_row(float* s, int64_t cols, float scale_log2, float offset) {
+inline void exp2_row(float* s, int64_t cols, float scale_log2, Exp2Offset offset) {
     const Vec16 scale = broadcast(scale_log2);
-    const Vec16 minus_offset = broadcast(-offset);
-    for (int64_t c = 0; c < cols; c += kLanes) store(s + c, exp2(fma(load(s + c), scale, minus_offset)));
+    const Vec16 hi = broadcast(offset.hi);
+    const Vec16 lo = broadcast(offset.lo);
+    for (int64_t c = 0; c < cols; c += kLanes) store(s + c, exp2(load(s + c) * scale - hi - lo));
 }
 
 inline void scale_row(float* o, int64_t cols, float factor) {
     const Vec16 f = broadcast(factor);
     for (int64_t c = 0; c < cols; c += kLanes) store(o + c, load(o + c) * f);
 }
-
-// The forward's lse in the backward's exp2 units; +inf for a row that saw no key, so that
-// 2^(s - offset) is 0 for each of its scores instead of NaN.
-inline float lse_to_exp2_offset(float lse) { return lse == -INFINITY ? INFINITY : lse * 1.4426950408889634f; }
 
 }  // namespace fattn::cpu
