@@ -7,5 +7,5 @@ set -euo pipefail
 fuzzer=$1 seeds=$2 work=$3 seconds=$4
 mkdir -p "$work/corpus" "$work/artifacts"
 [[ -x $fuzzer ]] || { echo "fuzz.sh: $fuzzer was not built (see hardening.fuzz.build)" >&2; exit 1; }
-"$fuzzer" -max_total_time="$seconds" -timeout=30 -rss_limit_mb=4096 -max_len=512 -print_final_stats=1 \
+"$fuzzer" -max_total_time="$seconds" -timeout=30 -rss_limit_mb=4096 -max_len=512 -len_control=0 -print_final_stats=1 \
     -artifact_prefix="$work/artifacts/" "$work/corpus" "$seeds"

@@ -15,7 +15,6 @@
 #include <cfloat>
 #include <limits>
 #include <string>
-#include <tuple>
 #include <vector>
 
 #include "harness.h"
@@ -132,19 +131,30 @@ std::vector<bool> nonfinite_rows(const HostTensor& tensor) {
     return rows;
 }
 
-// Sets the expected value of every element in the marked rows to NaN: with NonFinite::AnyKind
-// those elements must then be non-finite, and all others finite and accurate.
-void expect_nonfinite_rows(Dense<double>& expected, const std::vector<bool>& rows) {
+// "" when the non-finite rows of `got` are exactly `expected`, else the rows that differ.
+std::string row_difference(const HostTensor& got, const std::vector<bool>& expected) {
+    const std::vector<bool> actual = nonfinite_rows(got);
+    std::string differences;
+    for (size_t row = 0; row < actual.size(); ++row)
+        if (actual[row] != expected[row])
+            differences += "row " + std::to_string(row) + (actual[row] ? " non-finite; " : " finite; ");
+    return differences;
+}
+
+// Sets the expected value of the marked rows (all columns, or only `column`) to NaN: with
+// NonFinite::AnyKind those elements must then be non-finite, and all others finite and accurate.
+void expect_nonfinite_rows(Dense<double>& expected, const std::vector<bool>& rows, int64_t column = -1) {
     const auto width = static_cast<size_t>(expected.shape[3]);
     for (size_t i = 0; i < expected.data.size(); ++i)
-        if (rows[i / width]) expected.data[i] = std::numeric_limits<double>::quiet_NaN();
+        if (rows[i / width] && (column < 0 || static_cast<int64_t>(i % width) == column))
+            expected.data[i] = std::numeric_limits<double>::quiet_NaN();
 }
 
 // Writes `special` (NaN or an infinity) into one element of q, k or v, runs forward and backward
 // (the backward given the library's own o and lse), and derives from the mask alone which rows
 // must become non-finite:
-//   o, lse  the readers: the q row itself, or every row that sees the poisoned key (for v, lse
-//           stays finite: it does not read v);
+//   o, lse  the readers: the q row itself, or every row that sees the poisoned key (for v, only
+//           the element's column of o, and lse stays finite: it does not read v);
 //   dq      the readers;  dk  keys seen by a reader (dS_ij is non-finite for them);
 //   dv      for q and k the same keys (P_ij is non-finite), for v none (dv reads no v).
 // Every other element must be finite and match the float64 reference of the same inputs with the
@@ -180,23 +190,29 @@ void special_value(fattn_backend_t backend, Poisoned where, float special) {
             if (causal && where != Poisoned::Query) REQUIRE(!mask.visible(0, row));  // some rows must not see it
             const std::vector<bool> none_kv(keys_of_readers.size(), false), none_q(readers.size(), false);
 
-            CHECK(nonfinite_rows(p.o.storage) == readers);
-            CHECK(nonfinite_rows(p.lse.storage) == (where == Poisoned::Value ? none_q : readers));
-            CHECK(nonfinite_rows(p.dq.storage) == readers);
-            CHECK(nonfinite_rows(p.dk.storage) == keys_of_readers);
-            CHECK(nonfinite_rows(p.dv.storage) == (where == Poisoned::Value ? none_kv : keys_of_readers));
+            CHECK(row_difference(p.o.storage, readers) == "");
+            CHECK(row_difference(p.lse.storage, where == Poisoned::Value ? none_q : readers) == "");
+            CHECK(row_difference(p.dq.storage, readers) == "");
+            CHECK(row_difference(p.dk.storage, keys_of_readers) == "");
+            CHECK(row_difference(p.dv.storage, where == Poisoned::Value ? none_kv : keys_of_readers) == "");
 
             target.storage.store(element, 0.0f);
             auto forward = p.reference_forward();
             auto grads = p.reference_backward();
-            expect_nonfinite_rows(forward.o, readers);
+            // A v element reaches only its own column of o; q and k elements reach whole rows.
+            expect_nonfinite_rows(forward.o, readers, where == Poisoned::Value ? column : -1);
             expect_nonfinite_rows(grads.dq, readers);
             expect_nonfinite_rows(grads.dk, keys_of_readers);
             expect_nonfinite_rows(grads.dv, where == Poisoned::Value ? none_kv : keys_of_readers);
-            const std::tuple<const char*, const Operand*, const Dense<double>*> outputs[] = {
-                {"o", &p.o, &forward.o}, {"dq", &p.dq, &grads.dq}, {"dk", &p.dk, &grads.dk}, {"dv", &p.dv, &grads.dv}};
-            for (const auto& [name, got, want] : outputs) {
-                const Deviation dev = deviation(got->storage, *want, NonFinite::AnyKind);
+            struct Output {
+                const char* name;
+                const Operand* got;
+                const Dense<double>* want;
+            };
+            for (const Output& output : {Output{"o", &p.o, &forward.o}, Output{"dq", &p.dq, &grads.dq},
+                                         Output{"dk", &p.dk, &grads.dk}, Output{"dv", &p.dv, &grads.dv}}) {
+                const Deviation dev = deviation(output.got->storage, *output.want, NonFinite::AnyKind);
+                const std::string name = output.name;
                 INFO(name << ": " << dev.nonfinite_mismatches << " non-finite mismatches (first at #" << dev.first_mismatch
                           << "), max finite error " << dev.max_error);
                 CHECK(dev.within(loose_tolerance(dtype, dev.max_expected)));
