@@ -103,19 +103,23 @@ fn run_and_check<T: Element>(p: Problem, layout: Layout, seed: &mut u64) -> refe
     let expected = reference::attention::<f64>(&p, &q64, &k64, &v64, &dout64, |x| x);
     let naive = reference::attention::<f32>(&p, &q64, &k64, &v64, &dout64, |x| T::from_f32(x).to_f32());
     let stored = |x: &[f64]| x.iter().map(|&value| T::from_f32(value as f32).to_f32() as f64).collect::<Vec<_>>();
-    let pairs = [
-        ("out", &got.out, &expected.out, naive.out.clone()),
-        ("lse", &got.lse, &expected.lse, naive.lse.clone()),
-        ("dq", &got.dq, &expected.dq, stored(&naive.dq)),
-        ("dk", &got.dk, &expected.dk, stored(&naive.dk)),
-        ("dv", &got.dv, &expected.dv, stored(&naive.dv)),
+    let terms = reference::term_magnitudes(&p, &q64, &k64, &v64, &dout64, &expected);
+    let outputs = [
+        ("out", &got.out, &expected.out, stored(&naive.out), &terms.out),
+        ("lse", &got.lse, &expected.lse, naive.lse.clone(), &terms.lse),
+        ("dq", &got.dq, &expected.dq, stored(&naive.dq), &terms.dq),
+        ("dk", &got.dk, &expected.dk, stored(&naive.dk), &terms.dk),
+        ("dv", &got.dv, &expected.dv, stored(&naive.dv), &terms.dv),
     ];
-    for (name, got, expected, naive) in pairs {
-        // The accuracy rule: within 2x the naive error, plus a few f32 ulps of the largest value.
-        let largest = expected.iter().filter(|x| x.is_finite()).fold(1.0f64, |m, x| m.max(x.abs()));
-        let bound = 2.0 * reference::max_error(&naive, expected) + 4.0 * f32::EPSILON as f64 * largest;
-        let error = reference::max_error(got, expected);
-        assert!(error <= bound, "{name} ({}): error {error:.3e} > bound {bound:.3e} for {p:?}", std::any::type_name::<T>());
+    for (name, got, expected, naive, terms) in outputs {
+        // The accuracy rule: within 2x the naive error, plus a few f32 ulps of each element's terms.
+        let naive_error = reference::max_error(&naive, expected);
+        for (index, ((&g, &e), &t)) in got.iter().zip(expected.iter()).zip(terms.iter()).enumerate() {
+            let error = reference::max_error(&[g], &[e]);
+            let bound = 2.0 * naive_error + 4.0 * f32::EPSILON as f64 * t;
+            assert!(error <= bound, "{name}[{index}] ({}): error {error:.3e} > bound {bound:.3e} for {p:?}",
+                    std::any::type_name::<T>());
+        }
     }
     got
 }

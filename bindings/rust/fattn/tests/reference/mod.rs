@@ -65,6 +65,46 @@ pub struct Results {
     pub dv: Vec<f64>,
 }
 
+/// Every result element's sum of term magnitudes: the scale of its rounding error, also where the
+/// terms cancel (a row with one key has dS = 0 exactly in exact math, not in an exp2 kernel).
+/// `exact` is attention::<f64> of the same inputs.
+pub fn term_magnitudes(p: &Problem, q: &[f64], k: &[f64], v: &[f64], dout: &[f64], exact: &Results) -> Results {
+    let abs = |x: &[f64]| x.iter().map(|value| value.abs()).collect::<Vec<f64>>();
+    let (q_abs, k_abs, v_abs, dout_abs) = (abs(q), abs(k), abs(v), abs(dout));
+    let d = p.head_dim;
+    let scale = 1.0 / (d as f64).sqrt();
+    let mut terms = Results {
+        out: vec![0.0; q.len()], lse: vec![0.0; q.len() / d], dq: vec![0.0; q.len()], dk: vec![0.0; k.len()],
+        dv: vec![0.0; k.len()],
+    };
+    let dot = |x: &[f64], y: &[f64]| x.iter().zip(y).map(|(a, b)| a * b).sum::<f64>();
+    for b in 0..p.batch {
+        for h in 0..p.heads_q {
+            let kv_head = h / (p.heads_q / p.heads_kv);
+            let key = |j: usize| ((b * p.heads_kv + kv_head) * p.seqlen_k + j) * d;
+            for i in 0..p.seqlen_q {
+                let row = ((b * p.heads_q + h) * p.seqlen_q + i) * d;
+                let lse = exact.lse[row / d];
+                let delta = dot(&dout_abs[row..row + d], &abs(&exact.out[row..row + d]));
+                for j in (0..p.seqlen_k).filter(|&j| p.visible(i, j)) {
+                    let score = scale * dot(&q[row..row + d], &k[key(j)..key(j) + d]);
+                    terms.lse[row / d] = terms.lse[row / d].max(score.abs() + 1.0);
+                    let prob = (score - lse).exp();
+                    let ds = prob * (dot(&dout_abs[row..row + d], &v_abs[key(j)..key(j) + d]) + delta);
+                    for e in 0..d {
+                        terms.out[row + e] += prob * v_abs[key(j) + e];
+                        terms.dq[row + e] += scale * ds * k_abs[key(j) + e];
+                        terms.dk[key(j) + e] += scale * ds * q_abs[row + e];
+                        terms.dv[key(j) + e] += prob * dout_abs[row + e];
+                    }
+                }
+            }
+        }
+    }
+    terms
+}
+
+
 /// `stored` rounds a value as the storage type would (the identity for the reference); out is
 /// stored before the backward reads it, dq/dk/dv are returned unrounded for the caller to store.
 pub fn attention<R: Real>(p: &Problem, q: &[f64], k: &[f64], v: &[f64], dout: &[f64],
