@@ -7,12 +7,12 @@
 //   2. backward_dkdv_kernel: one block per (key tile of kBlockN keys, kv head, batch). K_j and V_j
 //      stay in shared memory; the block walks every (query head of the kv head's group, query tile
 //      of kBlockM rows) that can see the key tile (MaskSpec::query_begin/query_end), Q_i and dO_i
-//      streaming through a two-stage cp.async pipeline. Per step, in the transposed orientation
-//      (rows are keys) so that P^T and dS^T are born in registers as the A operands of dV and dK:
-//        S^T  = K_j Q_i^T                P^T = exp2(S^T * scale_log2 - lse_log2)   (masked tiles only
-//        dP^T = V_j dO_i^T               dS^T = P^T * (dP^T - delta)                 pay the mask)
-//        dV_j += P^T dO_i                dK_j += dS^T Q_i
-//        dQ_i += dS K_j                  (dS^T through shared memory; fp32 atomics into dq_accum)
+//      streaming through a cp.async pipeline. Per step, in the transposed orientation (rows are
+//      keys) so that P^T and dS^T are born in registers as the A operands of dV and dK:
+//        S^T  = K_j Q_i^T                P^T = exp2(S^T * scale_log2 - lse_log2)   (only tiles that
+//        dP^T = V_j dO_i^T               dS^T = P^T * (dP^T - delta)                 straddle a mask
+//        dV_j += P^T dO_i                dK_j += dS^T Q_i                            bound pay for it)
+//        dQ_i += dS K_j                  (fp32 atomics into dq_accum)
 //      Summing the group's query heads inside one block gives GQA/MQA dK/dV with no atomics and no
 //      fp32 dK/dV scratch. At the end dK *= scale and dK, dV are stored.
 //   3. without params.deterministic, backward_dq_convert: dq = dq_accum * scale in the storage
@@ -21,6 +21,14 @@
 //      key tiles in a fixed order, recomputing S, dP and dS (3 products instead of 1, but
 //      bit-identical from run to run).
 //
+// Warp layout of the dK/dV kernel. The block's keys form kSlabs slabs of kWarpKeys (16 or 32);
+// warp (slab, half) computes S^T/dP^T for its slab x query half `half` and owns dK/dV (fp32
+// registers, the block's whole life) for its slab x column half `half`. Its P^T/dS^T for its own
+// query half feed dV/dK straight from registers; the partner warp's half comes through shared
+// memory (P^T, dS^T tiles), which dQ reads as well. Splitting the queries between two warps
+// (rather than giving each warp all of them for 16 keys) halves the Q/dO fragment loads per mma
+// of S^T and dP^T, and dK+dV stay within 128 registers per thread for every width.
+//
 // Layouts. Global tensors are any-strided [batch, head, row, head_dim] with a contiguous head_dim
 // (TensorView; all index arithmetic in int64). Shared tiles are row-major and padded by 8
 // elements (tile.cuh), head_dim zero-filled up to the tile width kHeadDim; columns past head_dim
@@ -28,18 +36,18 @@
 // lse_log2 = +inf (padding query rows) or the mask (padding keys), so nothing leaks from them.
 // With an unaligned pointer or stride the copies fall back to element loads (tile.cuh).
 //
-// Tile sizes. In the dK/dV kernel each warp owns 16 keys and kHeadDim / kColumnSplit columns of
-// dK and dV (fp32 in registers for the block's whole life); above 128 columns two warps share a
-// key slab (kColumnSplit = 2), each recomputing its S^T/dP^T, to keep dK+dV within 128 registers.
-//   kHeadDim   kBlockN x kBlockM   warps   split   shared memory   dQ pass (deterministic)
-//   32         128 x 64             8       1       55 KB           64 x 64, 4 warps, 30 KB
-//   64         128 x 64             8       1       92 KB           64 x 64, 4 warps, 55 KB
-//   96         128 x 64             8       1       129 KB          64 x 64, 4 warps, 80 KB
-//   128        128 x 64             8       1       159 KB          64 x 64, 4 warps, 104 KB
-//   192        64 x 64              8       2       145 KB          64 x 32, 4 warps, 104 KB
-//   256        64 x 32              8       2       141 KB          64 x 32, 4 warps, 135 KB
-// Every width fits the 163 KB a block may use on an A100 (227 KB on Hopper); GPUs with less
-// (RTX 30/40, L4: 99 KB) get FATTN_ERROR_UNSUPPORTED for the widths that do not fit.
+// Tile sizes (8 warps; shared memory with Q/dO double-buffered, else single-buffered). Larger
+// query tiles amortize each step's barriers and K/V fragment loads (measured on H100: D=64 ran
+// 258 TFLOP/s with kBlockM = 128 against 222 with 64); the limit is 255 registers per thread.
+//   kHeadDim   kBlockN x kBlockM   keys/warp   shared memory (2 / 1 stage)   dQ pass (deterministic)
+//   32         128 x 128            32          130 / 109 KB                 64 x 64, 4 warps, 30 KB
+//   64         128 x 128            32          178 / 141 KB                 64 x 64, 4 warps, 54 KB
+//   96         128 x 64             32          141 / 115 KB                 64 x 64, 4 warps, 78 KB
+//   128        128 x 64             32          173 / 139 KB                 64 x 64, 4 warps, 102 KB
+//   192        64 x 64              16          169 / 119 KB                 64 x 32, 4 warps, 100 KB
+//   256        64 x 32              16          143 / 109 KB                 64 x 32, 4 warps, 132 KB
+// Hopper (227 KB per block) runs two stages everywhere; an A100 (163 KB) one stage at widths 64,
+// 128 and 192. GPUs with 99 KB per block (RTX 30/40, L4) get FATTN_ERROR_UNSUPPORTED.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -110,8 +118,8 @@ struct BackwardTraitsBase {
 template <int kHeadDim>
 struct BackwardTraits;
 //                                                        kHeadDim kBlockN kBlockM key-tiles/warp dQ-warpsD dQ-kBlockN
-template <> struct BackwardTraits<32> : BackwardTraitsBase<32, 128, 64, 2, 2, 64> {};
-template <> struct BackwardTraits<64> : BackwardTraitsBase<64, 128, 64, 2, 2, 64> {};
+template <> struct BackwardTraits<32> : BackwardTraitsBase<32, 128, 128, 2, 2, 64> {};
+template <> struct BackwardTraits<64> : BackwardTraitsBase<64, 128, 128, 2, 2, 64> {};
 template <> struct BackwardTraits<96> : BackwardTraitsBase<96, 128, 64, 2, 2, 64> {};
 template <> struct BackwardTraits<128> : BackwardTraitsBase<128, 128, 64, 2, 4, 64> {};
 template <> struct BackwardTraits<192> : BackwardTraitsBase<192, 64, 64, 1, 4, 32> {};
@@ -296,12 +304,25 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
     const int64_t first_query_tile = query_begin / kBlockM;
     const int64_t query_tile_count = query_end > query_begin ? (query_end - 1) / kBlockM - first_query_tile + 1 : 0;
     const int64_t steps = query_tile_count * params.heads_per_kv;
-    const auto step_head = [&](int64_t step) { return kv_head * params.heads_per_kv + step / query_tile_count; };
-    const auto step_row0 = [&](int64_t step) { return (first_query_tile + step % query_tile_count) * kBlockM; };
+    // A step is (query head, first query row); steps advance query tile fastest, without divisions.
+    struct Step {
+        int64_t head;
+        int64_t row0;
+    };
+    const int64_t first_row = first_query_tile * kBlockM;
+    const int64_t end_row = (first_query_tile + query_tile_count) * kBlockM;
+    const auto next_step = [&](Step step) {
+        step.row0 += kBlockM;
+        if (step.row0 == end_row) {
+            step.row0 = first_row;
+            ++step.head;
+        }
+        return step;
+    };
 
-    const auto load_step = [&](int64_t step, int stage) {
-        const int64_t head = step_head(step);
-        const int64_t row0 = step_row0(step);
+    const auto load_step = [&](Step step, int stage) {
+        const int64_t head = step.head;
+        const int64_t row0 = step.row0;
         const int rows = static_cast<int>(std::min<int64_t>(kBlockM, params.seqlen_q - row0));
         tile::load_tile<kBlockM, kHeadDim, Traits::kThreads>(
             smem_q + stage * Traits::kQElements,
@@ -338,7 +359,7 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
         tile::load_tile<kBlockN, kHeadDim, Traits::kThreads>(
             smem_v, static_cast<const Element*>(params.v.data) + params.v.offset(batch, kv_head, key0),
             params.v.row_stride, keys, head_dim, vectorized);
-        load_step(0, 0);
+        load_step(Step{kv_head * params.heads_per_kv, first_row}, 0);
     }
     ptx::cp_async_commit();
 
@@ -360,11 +381,13 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
     constexpr uint32_t kStageBytes = Traits::kQElements * kElementBytes;
     const bool accumulate_dq = workspace.dq_accum != nullptr;
 
+    Step current{kv_head * params.heads_per_kv, first_row};
     for (int64_t step = 0; step < steps; ++step) {
         const int stage = stages == 2 ? static_cast<int>(step % 2) : 0;
+        const Step next = next_step(current);
         ptx::cp_async_wait<0>();
         __syncthreads();  // this step's Q/dO/lse/delta visible; every warp done with the last step
-        if (stages == 2 && step + 1 < steps) load_step(step + 1, stage ^ 1);
+        if (stages == 2 && step + 1 < steps) load_step(next, stage ^ 1);
         ptx::cp_async_commit();
 
         // S^T = K Q^T and dP^T = V dO^T: this warp's kWarpKeys keys x kWarpQueries query rows.
@@ -402,7 +425,7 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
 
         // Element (key g [+8], query 2t [+1]) of each 16x8 tile: mask (straddling tiles only), then
         // P^T and dS^T in place, published to shared memory for the partner warp and for dQ.
-        const int64_t row0 = step_row0(step);
+        const int64_t row0 = current.row0;
         const int rows = static_cast<int>(std::min<int64_t>(kBlockM, params.seqlen_q - row0));
         if (!mask.tile_fully_visible(row0, row0 + rows, key0, key0 + kBlockN)) {
 #pragma unroll
@@ -439,18 +462,21 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
                                                  params.scale_log2);
             }
         }
+        // Packed to the storage dtype once: two queries per register, [key tile][query tile][row g / g+8].
+        uint32_t p_packed[kKeyTiles][kSTiles][2];
+        uint32_t ds_packed[kKeyTiles][kSTiles][2];
 #pragma unroll
         for (int mt = 0; mt < kKeyTiles; ++mt) {
 #pragma unroll
             for (int t = 0; t < kSTiles; ++t) {
 #pragma unroll
                 for (int h = 0; h < 2; ++h) {
+                    p_packed[mt][t][h] = ptx::pack2<Element>(s[mt][t][h * 2], s[mt][t][h * 2 + 1]);
+                    ds_packed[mt][t][h] = ptx::pack2<Element>(dp[mt][t][h * 2], dp[mt][t][h * 2 + 1]);
                     const int offset = (warp_key0 + mt * 16 + lane / 4 + h * 8) * kPRow + warp_query0 + t * 8 +
                                        (lane % 4) * 2;
-                    *reinterpret_cast<uint32_t*>(smem_p + offset) =
-                        ptx::pack2<Element>(s[mt][t][h * 2], s[mt][t][h * 2 + 1]);
-                    *reinterpret_cast<uint32_t*>(smem_ds + offset) =
-                        ptx::pack2<Element>(dp[mt][t][h * 2], dp[mt][t][h * 2 + 1]);
+                    *reinterpret_cast<uint32_t*>(smem_p + offset) = p_packed[mt][t][h];
+                    *reinterpret_cast<uint32_t*>(smem_ds + offset) = ds_packed[mt][t][h];
                 }
             }
         }
@@ -480,9 +506,15 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
             uint32_t p_frag[kKeyTiles][4];
             uint32_t ds_frag[kKeyTiles][4];
 #pragma unroll
-            for (int mt = 0; mt < kKeyTiles; ++mt) {
-                tile::accumulators_to_a<Element>(p_frag[mt], s[mt][2 * j], s[mt][2 * j + 1]);
-                tile::accumulators_to_a<Element>(ds_frag[mt], dp[mt][2 * j], dp[mt][2 * j + 1]);
+            for (int mt = 0; mt < kKeyTiles; ++mt) {  // the A layout of two adjacent accumulator tiles
+                p_frag[mt][0] = p_packed[mt][2 * j][0];
+                p_frag[mt][1] = p_packed[mt][2 * j][1];
+                p_frag[mt][2] = p_packed[mt][2 * j + 1][0];
+                p_frag[mt][3] = p_packed[mt][2 * j + 1][1];
+                ds_frag[mt][0] = ds_packed[mt][2 * j][0];
+                ds_frag[mt][1] = ds_packed[mt][2 * j][1];
+                ds_frag[mt][2] = ds_packed[mt][2 * j + 1][0];
+                ds_frag[mt][3] = ds_packed[mt][2 * j + 1][1];
             }
             accumulate_dkdv(half * kHalfSteps + j, p_frag, ds_frag);
         }
@@ -519,7 +551,7 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
                         mma_pair<Element>(dq[mt][2 * cp], dq[mt][2 * cp + 1], ds_frag[mt], k_frag);
                 }
             }
-            float* accum = workspace.dq_accum + ((batch * params.heads_q + step_head(step)) * params.seqlen_q + row0) *
+            float* accum = workspace.dq_accum + ((batch * params.heads_q + current.head) * params.seqlen_q + row0) *
                                                     kHeadDim;
 #pragma unroll
             for (int mt = 0; mt < Traits::kDqMTiles; ++mt) {
@@ -536,9 +568,10 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
         }
         if (stages == 1 && step + 1 < steps) {
             __syncthreads();  // every warp done with the single Q/dO stage
-            load_step(step + 1, 0);
+            load_step(next, 0);
             ptx::cp_async_commit();
         }
+        current = next;
     }
     ptx::cp_async_wait<0>();
     __syncthreads();  // K/V no longer read: they become the staging tiles of dK/dV
@@ -747,8 +780,10 @@ __global__ void __launch_bounds__(Traits::kDqThreads)
             }
         }
     }
-    ptx::cp_async_wait<0>();  // with no visible key tile, Q's copy may still be in flight
-    __syncwarp();
+    // With no visible key tile, the Q/dO copies (spread over every thread of the block) may still
+    // be in flight: a block barrier, not a warp one, before a warp reuses its Q rows.
+    ptx::cp_async_wait<0>();
+    __syncthreads();
 
     // Stage this warp's dQ rows in its own Q rows, then copy them out 16 bytes at a time.
     Element* smem_dq = smem_q + warp * 16 * kRow;
