@@ -24,6 +24,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <type_traits>
 
 #include "kernels.h"
 #include "microkernel.h"
@@ -122,19 +123,42 @@ void load_key_tile(const AttnBwdParams& p, int64_t batch, int64_t kv_head, int64
                          t.vt, kBlockK);
 }
 
-// A query block's rows in the tiles, with each row's lse offset (exp2 units) and delta.
-struct QueryRows {
+// A query block as the kernels read it: Q and dO row-major fp32 with leading dimensions (in place
+// when the storage is fp32 with a head_dim of whole vectors, else converted into the tiles), and
+// each row's lse offset (exp2 units) and delta.
+struct QueryBlock {
+    const float* q;
+    int64_t q_ld;
+    const float* dout;
+    int64_t dout_ld;
     Exp2Offset lse_offset[kBlockQ];
     float delta[kBlockQ];
 };
 
 template <typename Element>
 void load_query_block(const AttnBwdParams& p, const float* delta, int64_t batch, int64_t head,
-                      int64_t row_begin, int64_t rows, const BackwardTiles& t, QueryRows& out) {
+                      int64_t row_begin, int64_t rows, const BackwardTiles& t, QueryBlock& out) {
     const int64_t dp = padded_width(p.head_dim);
-    load_rows(row_pointer<Element>(p.q, batch, head, row_begin), p.q.row_stride, rows, p.head_dim, t.q, dp, rows);
-    load_rows(row_pointer<Element>(p.dout, batch, head, row_begin), p.dout.row_stride, rows, p.head_dim, t.dout, dp,
-              rows);
+    const Element* q = row_pointer<Element>(p.q, batch, head, row_begin);
+    const Element* dout = row_pointer<Element>(p.dout, batch, head, row_begin);
+    bool in_place = false;
+    if constexpr (std::is_same_v<Element, float>) {
+        in_place = p.head_dim == dp;
+        if (in_place) {
+            out.q = q;
+            out.q_ld = p.q.row_stride;
+            out.dout = dout;
+            out.dout_ld = p.dout.row_stride;
+        }
+    }
+    if (!in_place) {
+        load_rows(q, p.q.row_stride, rows, p.head_dim, t.q, dp, rows);
+        load_rows(dout, p.dout.row_stride, rows, p.head_dim, t.dout, dp, rows);
+        out.q = t.q;
+        out.q_ld = dp;
+        out.dout = t.dout;
+        out.dout_ld = dp;
+    }
     const float* head_delta = delta + (batch * p.heads_q + head) * p.seqlen_q;
     for (int64_t r = 0; r < rows; ++r) {
         out.lse_offset[r] = lse_to_exp2_offset(*row_pointer<float>(p.lse, batch, head, row_begin + r));
@@ -142,28 +166,30 @@ void load_query_block(const AttnBwdParams& p, const float* delta, int64_t batch,
     }
 }
 
-// P (t.probs) and dS (t.dscores) of one pair from the loaded tiles.
-inline void score_gradients(const AttnBwdParams& p, const TilePair& pair, const QueryRows& rows,
+// P (t.probs) and dS (t.dscores) of one pair. The scores come out bit-identical to the forward's
+// (same dot-product order over head_dim), so P matches the probabilities the lse was made from.
+inline void score_gradients(const AttnBwdParams& p, const TilePair& pair, const QueryBlock& block,
                             const BackwardTiles& t) {
-    const int64_t dp = padded_width(p.head_dim);
     const int64_t cols = padded_width(pair.keys);
-    tile_gemm(pair.rows, cols, dp, {t.q, dp, 1, t.kt, kBlockK, t.probs, kBlockK}, Accumulate::kOverwrite);
+    tile_gemm(pair.rows, cols, p.head_dim, {block.q, block.q_ld, 1, t.kt, kBlockK, t.probs, kBlockK},
+              Accumulate::kOverwrite);
     if (pair_needs_mask(p.mask, pair, cols)) mask_scores(p.mask, pair, t.probs, kBlockK);
-    for (int64_t r = 0; r < pair.rows; ++r) exp2_row(t.probs + r * kBlockK, cols, p.scale_log2, rows.lse_offset[r]);
+    for (int64_t r = 0; r < pair.rows; ++r) exp2_row(t.probs + r * kBlockK, cols, p.scale_log2, block.lse_offset[r]);
 
-    tile_gemm(pair.rows, cols, dp, {t.dout, dp, 1, t.vt, kBlockK, t.dscores, kBlockK}, Accumulate::kOverwrite);
+    tile_gemm(pair.rows, cols, p.head_dim, {block.dout, block.dout_ld, 1, t.vt, kBlockK, t.dscores, kBlockK},
+              Accumulate::kOverwrite);
     for (int64_t r = 0; r < pair.rows; ++r) {
         const float* prob = t.probs + r * kBlockK;
         float* ds = t.dscores + r * kBlockK;
-        const Vec16 delta = broadcast(rows.delta[r]);
+        const Vec16 delta = broadcast(block.delta[r]);
         for (int64_t c = 0; c < cols; c += kLanes) store(ds + c, load(prob + c) * (load(ds + c) - delta));
     }
 }
 
 // dV_j += P^T dO_i and dK_j += dS^T Q_i (dK's scale is applied when it is stored).
-inline void accumulate_key_grads(int64_t dp, const TilePair& pair, const BackwardTiles& t) {
-    tile_gemm(pair.keys, dp, pair.rows, {t.probs, 1, kBlockK, t.dout, dp, t.dv, dp}, Accumulate::kAdd);
-    tile_gemm(pair.keys, dp, pair.rows, {t.dscores, 1, kBlockK, t.q, dp, t.dk, dp}, Accumulate::kAdd);
+inline void accumulate_key_grads(int64_t dp, const TilePair& pair, const QueryBlock& block, const BackwardTiles& t) {
+    tile_gemm(pair.keys, dp, pair.rows, {t.probs, 1, kBlockK, block.dout, block.dout_ld, t.dv, dp}, Accumulate::kAdd);
+    tile_gemm(pair.keys, dp, pair.rows, {t.dscores, 1, kBlockK, block.q, block.q_ld, t.dk, dp}, Accumulate::kAdd);
 }
 
 // dQ_i += dS K_j into `dq` [rows x Dp] (dQ's scale is applied when it is stored).
@@ -183,16 +209,16 @@ void key_tile_grads(const AttnBwdParams& p, const float* delta, int64_t batch, i
     std::fill(t.dk, t.dk + keys * dp, 0.0f);
     std::fill(t.dv, t.dv + keys * dp, 0.0f);
 
-    QueryRows rows;
+    QueryBlock query;
     for (int64_t group_head = 0; group_head < p.heads_per_kv; ++group_head) {
         const int64_t head = kv_head * p.heads_per_kv + group_head;
         for (int64_t block = 0; block < blocks; ++block) {
             const int64_t row_begin = block * kBlockQ;
             const TilePair pair{row_begin, std::min(kBlockQ, p.seqlen_q - row_begin), key_begin, keys};
             if (!pair_may_see(p.mask, pair)) continue;
-            load_query_block<Element>(p, delta, batch, head, row_begin, pair.rows, t, rows);
-            score_gradients(p, pair, rows, t);
-            accumulate_key_grads(dp, pair, t);
+            load_query_block<Element>(p, delta, batch, head, row_begin, pair.rows, t, query);
+            score_gradients(p, pair, query, t);
+            accumulate_key_grads(dp, pair, query, t);
             if (group_dq != nullptr)
                 accumulate_query_grads(dp, pair, t, group_dq + (group_head * p.seqlen_q + row_begin) * dp);
         }
@@ -259,8 +285,8 @@ void backward_two_pass(const AttnBwdParams& p, const BackwardScratch& s, int thr
             const int64_t batch = task / query_blocks / p.heads_q;
             const int64_t row_begin = block * kBlockQ;
             const int64_t rows = std::min(kBlockQ, p.seqlen_q - row_begin);
-            QueryRows query_rows;
-            load_query_block<Element>(p, s.delta, batch, head, row_begin, rows, t, query_rows);
+            QueryBlock query;
+            load_query_block<Element>(p, s.delta, batch, head, row_begin, rows, t, query);
             std::fill(t.dq, t.dq + rows * dp, 0.0f);
             const int64_t key_first = p.mask.block_key_begin(row_begin);
             const int64_t key_last = p.mask.block_key_end(row_begin + rows);
@@ -269,7 +295,7 @@ void backward_two_pass(const AttnBwdParams& p, const BackwardScratch& s, int thr
                 const TilePair pair{row_begin, rows, key_begin, std::min(kBlockK, p.seqlen_k - key_begin)};
                 if (!pair_may_see(p.mask, pair)) continue;
                 load_key_tile<Element>(p, batch, head / p.heads_per_kv, key_begin, pair.keys, t);
-                score_gradients(p, pair, query_rows, t);
+                score_gradients(p, pair, query, t);
                 accumulate_query_grads(dp, pair, t, t.dq);
             }
             store_rows(t.dq, dp, rows, p.head_dim, p.scale, mutable_row_pointer<Element>(p.dq, batch, head, row_begin),
