@@ -141,28 +141,32 @@ inline bool pair_needs_mask(const MaskSpec& mask, const TilePair& pair, int64_t 
                                                          pair.key_begin, pair.key_begin + pair.keys);
 }
 
-// Sets to -inf every score that its row cannot see, padding columns included.
+// One line of a score tile: -inf outside its visible range [begin, end), clamped to the line's
+// `valid` entries; entries from `valid` to `length` (padding) get -inf too.
+inline void mask_line(float* line, int64_t begin, int64_t end, int64_t valid, int64_t length) {
+    const int64_t lo = std::clamp<int64_t>(begin, 0, valid);
+    const int64_t hi = std::clamp<int64_t>(end, lo, valid);
+    std::fill(line, line + lo, -INFINITY);
+    std::fill(line + hi, line + length, -INFINITY);
+}
+
+// Score tile S [rows x keys] of the backward: -inf for every score its row cannot see, and for
+// the padding columns up to ld.
 inline void mask_scores(const MaskSpec& mask, const TilePair& pair, float* scores, int64_t ld) {
     for (int64_t r = 0; r < pair.rows; ++r) {
         const int64_t row = pair.row_begin + r;
-        const int64_t lo = std::clamp<int64_t>(mask.key_begin(row) - pair.key_begin, 0, pair.keys);
-        const int64_t hi = std::clamp<int64_t>(mask.key_end(row) - pair.key_begin, lo, pair.keys);
-        float* s = scores + r * ld;
-        std::fill(s, s + lo, -INFINITY);
-        std::fill(s + hi, s + ld, -INFINITY);
+        mask_line(scores + r * ld, mask.key_begin(row) - pair.key_begin, mask.key_end(row) - pair.key_begin,
+                  pair.keys, ld);
     }
 }
 
-// Transposed tile S^T [keys x queries] of the forward: sets to -inf every score its query row
-// cannot see. Query lanes beyond pair.rows are left alone: each lane is a row of its own, never stored.
+// Transposed tile S^T [keys x queries] of the forward: -inf for every score its query row cannot
+// see. Query lanes beyond pair.rows are left alone: each lane is a row of its own, never stored.
 inline void mask_scores_transposed(const MaskSpec& mask, const TilePair& pair, float* scores_t, int64_t ld) {
     for (int64_t j = 0; j < pair.keys; ++j) {
         const int64_t key = pair.key_begin + j;
-        const int64_t lo = std::clamp<int64_t>(mask.query_begin(key) - pair.row_begin, 0, pair.rows);
-        const int64_t hi = std::clamp<int64_t>(mask.query_end(key) - pair.row_begin, lo, pair.rows);
-        float* s = scores_t + j * ld;
-        std::fill(s, s + lo, -INFINITY);
-        std::fill(s + hi, s + pair.rows, -INFINITY);
+        mask_line(scores_t + j * ld, mask.query_begin(key) - pair.row_begin, mask.query_end(key) - pair.row_begin,
+                  pair.rows, pair.rows);
     }
 }
 
