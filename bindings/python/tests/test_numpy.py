@@ -69,10 +69,10 @@ def test_attention_returns_forward_output_in_the_layout_of_q(rng):
     assert out.transpose(0, 2, 1, 3).flags.c_contiguous
 
 
-def test_explicit_scale(rng):
+def test_explicit_scale_and_lse_with_unit_head_dim(rng):
     q, k, v, dout = random_problem(rng, SHAPES["mha"], np.float32)
     out, lse = fattn.forward(q, k, v, sm_scale=0.37)
-    dq, dk, dv = fattn.backward(q, k, v, out, dout, lse, sm_scale=0.37)
+    dq, dk, dv = fattn.backward(q, k, v, out, dout, lse[..., None], sm_scale=0.37)  # the ABI's [B,H,N,1]
     check_against_reference(q, k, v, dout, "float32", dict(out=out, lse=lse, dq=dq, dk=dk, dv=dv),
                             scale=0.37)
 
