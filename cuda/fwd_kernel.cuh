@@ -53,8 +53,9 @@ struct ForwardTraits {
     static constexpr int kHeadDim = kHeadDim_;
     static constexpr int kBlockM = 128;
     static constexpr int kBlockN = kHeadDim <= 64 ? 128 : (kHeadDim <= 128 ? 64 : 32);
-    // 96 and 192 take 8 warps: their 12 and 24 chunks per row do not divide 128 threads, so
-    // load_tile keeps per-chunk offsets live, which spills at 4 warps.
+    // 8 warps of 16 rows: for 192 and 256 because 32 rows of O would need 2 * kHeadDim / 4
+    // accumulator registers per thread; for 96 because its 12 chunks per row do not divide 128
+    // threads, so load_tile keeps per-chunk offsets live, which spills at 4 warps.
     static constexpr int kWarps = (kHeadDim == 96 || kHeadDim >= 192) ? 8 : 4;
     static constexpr int kThreads = kWarps * 32;
     static constexpr int kMTiles = kBlockM / (16 * kWarps);  // 16-row mma tiles per warp
