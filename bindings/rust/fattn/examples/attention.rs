@@ -37,7 +37,7 @@ fn main() -> Result<(), fattn::Error> {
 
     // The reference reads the same f32-stored inputs.
     let widen = |x: &[f32]| x.iter().map(|&value| value as f64).collect::<Vec<f64>>();
-    let expected = reference::attention::<f64>(&problem, &widen(&q32), &widen(&k32), &widen(&v32), &widen(&dout32), |x| x);
+    let (expected, _) = reference::attention::<f64>(&problem, &widen(&q32), &widen(&k32), &widen(&v32), &widen(&dout32), |x| x);
     println!("fattn {} (Rust), causal GQA attention {:?} x kv {:?}, f32 on the CPU", fattn::library_version(),
              q_shape, kv_shape);
     let mut ok = true;

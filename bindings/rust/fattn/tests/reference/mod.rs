@@ -1,7 +1,8 @@
 //! The float64 reference of the Rust tests and example, written from the ABI text like
 //! tests/reference.h, generic over the arithmetic type so the same code, run in f32 with
 //! storage-rounded outputs, is the accuracy rule's naive yardstick (its backward reads the stored
-//! out, as any backward given the forward's output does). Contiguous [B, H, N, D] data.
+//! out, as any backward given the forward's output does); it also gives each element's term
+//! magnitudes for the rule's slack. Contiguous [B, H, N, D] data.
 //!   s = scale q k^T over visible keys, lse = log sum exp s, P = exp(s - lse), out = P v;
 //!   dP = dout v^T, D = rowsum(dout * out), dS = P (dP - D), dq = scale dS k, dk = scale dS^T q,
 //!   dv = P^T dout; dk, dv summed over the query heads sharing a key/value head.
@@ -65,50 +66,20 @@ pub struct Results {
     pub dv: Vec<f64>,
 }
 
-/// Every result element's sum of term magnitudes: the scale of its rounding error, also where the
-/// terms cancel (a row with one key has dS = 0 exactly in exact math, not in an exp2 kernel).
-/// `exact` is attention::<f64> of the same inputs.
-pub fn term_magnitudes(p: &Problem, q: &[f64], k: &[f64], v: &[f64], dout: &[f64], exact: &Results) -> Results {
-    let abs = |x: &[f64]| x.iter().map(|value| value.abs()).collect::<Vec<f64>>();
-    let (q_abs, k_abs, v_abs, dout_abs) = (abs(q), abs(k), abs(v), abs(dout));
-    let d = p.head_dim;
-    let scale = 1.0 / (d as f64).sqrt();
-    let mut terms = Results {
-        out: vec![0.0; q.len()], lse: vec![0.0; q.len() / d], dq: vec![0.0; q.len()], dk: vec![0.0; k.len()],
-        dv: vec![0.0; k.len()],
-    };
-    let dot = |x: &[f64], y: &[f64]| x.iter().zip(y).map(|(a, b)| a * b).sum::<f64>();
-    for b in 0..p.batch {
-        for h in 0..p.heads_q {
-            let kv_head = h / (p.heads_q / p.heads_kv);
-            let key = |j: usize| ((b * p.heads_kv + kv_head) * p.seqlen_k + j) * d;
-            for i in 0..p.seqlen_q {
-                let row = ((b * p.heads_q + h) * p.seqlen_q + i) * d;
-                let lse = exact.lse[row / d];
-                let delta = dot(&dout_abs[row..row + d], &abs(&exact.out[row..row + d]));
-                for j in (0..p.seqlen_k).filter(|&j| p.visible(i, j)) {
-                    let score = scale * dot(&q[row..row + d], &k[key(j)..key(j) + d]);
-                    terms.lse[row / d] = terms.lse[row / d].max(score.abs() + 1.0);
-                    let prob = (score - lse).exp();
-                    let ds = prob * (dot(&dout_abs[row..row + d], &v_abs[key(j)..key(j) + d]) + delta);
-                    for e in 0..d {
-                        terms.out[row + e] += prob * v_abs[key(j) + e];
-                        terms.dq[row + e] += scale * ds * k_abs[key(j) + e];
-                        terms.dk[key(j) + e] += scale * ds * q_abs[row + e];
-                        terms.dv[key(j) + e] += prob * dout_abs[row + e];
-                    }
-                }
-            }
-        }
+impl Results {
+    fn zeros(q_len: usize, kv_len: usize, head_dim: usize) -> Results {
+        Results { out: vec![0.0; q_len], lse: vec![0.0; q_len / head_dim], dq: vec![0.0; q_len],
+                  dk: vec![0.0; kv_len], dv: vec![0.0; kv_len] }
     }
-    terms
 }
 
-
-/// `stored` rounds a value as the storage type would (the identity for the reference); out is
-/// stored before the backward reads it, dq/dk/dv are returned unrounded for the caller to store.
+/// (results, term magnitudes). `stored` rounds a value as the storage type would (the identity
+/// for the reference); out is stored before the backward reads it, dq/dk/dv are returned
+/// unrounded for the caller to store. The term magnitudes are each element's sum of |terms|: the
+/// scale of its rounding error, also where terms cancel (a row with one key has dS = 0 exactly in
+/// exact math, not in an exp2 kernel).
 pub fn attention<R: Real>(p: &Problem, q: &[f64], k: &[f64], v: &[f64], dout: &[f64],
-                          stored: impl Fn(R) -> R) -> Results {
+                          stored: impl Fn(R) -> R) -> (Results, Results) {
     let d = p.head_dim;
     let (q, k, v, dout): (Vec<R>, Vec<R>, Vec<R>, Vec<R>) =
         (convert(q), convert(k), convert(v), convert(dout));
@@ -117,7 +88,9 @@ pub fn attention<R: Real>(p: &Problem, q: &[f64], k: &[f64], v: &[f64], dout: &[
     let mut out = vec![zero; q.len()];
     let mut lse = vec![f64::NEG_INFINITY; q.len() / d];
     let (mut dq, mut dk, mut dv) = (vec![zero; q.len()], vec![zero; k.len()], vec![zero; v.len()]);
+    let mut terms = Results::zeros(q.len(), k.len(), d);
     let dot = |x: &[R], y: &[R]| x.iter().zip(y).fold(zero, |sum, (&a, &b)| sum + a * b);
+    let abs_dot = |x: &[R], y: &[R]| x.iter().zip(y).map(|(a, b)| (a.to_f64() * b.to_f64()).abs()).sum::<f64>();
     let mut p_row = vec![zero; p.seqlen_k];
     for b in 0..p.batch {
         for h in 0..p.heads_q {
@@ -131,6 +104,7 @@ pub fn attention<R: Real>(p: &Problem, q: &[f64], k: &[f64], v: &[f64], dout: &[
                 }
                 for &j in &keys {
                     p_row[j] = scale * dot(&q[row..row + d], &k[key(j)..key(j) + d]);
+                    terms.lse[row / d] = terms.lse[row / d].max(p_row[j].to_f64().abs() + 1.0);
                 }
                 let max = keys.iter().fold(p_row[keys[0]], |m, &j| if p_row[j] > m { p_row[j] } else { m });
                 let sum = keys.iter().fold(zero, |s, &j| s + (p_row[j] - max).exp());
@@ -140,25 +114,32 @@ pub fn attention<R: Real>(p: &Problem, q: &[f64], k: &[f64], v: &[f64], dout: &[
                     p_row[j] = (p_row[j] - row_lse).exp();
                     for e in 0..d {
                         out[row + e] = out[row + e] + p_row[j] * v[key(j) + e];
+                        terms.out[row + e] += (p_row[j] * v[key(j) + e]).to_f64().abs();
                     }
                 }
                 for value in &mut out[row..row + d] {
                     *value = stored(*value);
                 }
                 let delta = dot(&dout[row..row + d], &out[row..row + d]);
+                let delta_terms = abs_dot(&dout[row..row + d], &out[row..row + d]);
                 for &j in &keys {
                     let ds = p_row[j] * (dot(&dout[row..row + d], &v[key(j)..key(j) + d]) - delta);
+                    let prob = p_row[j].to_f64();
+                    let ds_terms = prob * (abs_dot(&dout[row..row + d], &v[key(j)..key(j) + d]) + delta_terms);
                     for e in 0..d {
                         dq[row + e] = dq[row + e] + scale * ds * k[key(j) + e];
                         dk[key(j) + e] = dk[key(j) + e] + scale * ds * q[row + e];
                         dv[key(j) + e] = dv[key(j) + e] + p_row[j] * dout[row + e];
+                        terms.dq[row + e] += (scale * k[key(j) + e]).to_f64().abs() * ds_terms;
+                        terms.dk[key(j) + e] += (scale * q[row + e]).to_f64().abs() * ds_terms;
+                        terms.dv[key(j) + e] += prob * dout[row + e].to_f64().abs();
                     }
                 }
             }
         }
     }
     let back = |x: Vec<R>| x.into_iter().map(R::to_f64).collect();
-    Results { out: back(out), lse, dq: back(dq), dk: back(dk), dv: back(dv) }
+    (Results { out: back(out), lse, dq: back(dq), dk: back(dk), dv: back(dv) }, terms)
 }
 
 fn convert<R: Real>(x: &[f64]) -> Vec<R> {
