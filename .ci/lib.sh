@@ -26,7 +26,8 @@ install_deps() {
         log "installing numpy and pytest from PyPI"
         python3 -m pip install -q numpy pytest
     fi
-    command -v cargo >/dev/null || { log "cargo is missing: installing Debian's"; apt-get install -y -qq cargo >/dev/null; }
+    # The Rust crates need rustc >= 1.77 (rustup's); without cargo their tests are not registered.
+    command -v cargo >/dev/null || echo "warning: cargo not found: the Rust binding's tests will not run"
 }
 
 configure_and_build() {

@@ -18,6 +18,9 @@ write_basic_package_version_file(${PROJECT_BINARY_DIR}/fattnConfigVersion.cmake
 install(FILES ${PROJECT_BINARY_DIR}/fattnConfig.cmake ${PROJECT_BINARY_DIR}/fattnConfigVersion.cmake
   DESTINATION ${FATTN_CMAKE_DIR})
 
-# pkg-config: paths relative to ${prefix} so an installed tree can be moved.
+# pkg-config: the prefix is found from the .pc file's own location, so `cmake --install --prefix X`
+# (and moving the installed tree) keeps it right.
+file(RELATIVE_PATH FATTN_PC_PREFIX_FROM_PCFILEDIR
+  ${CMAKE_INSTALL_PREFIX}/${CMAKE_INSTALL_LIBDIR}/pkgconfig ${CMAKE_INSTALL_PREFIX})
 configure_file(${PROJECT_SOURCE_DIR}/fattn.pc.in ${PROJECT_BINARY_DIR}/fattn.pc @ONLY)
 install(FILES ${PROJECT_BINARY_DIR}/fattn.pc DESTINATION ${CMAKE_INSTALL_LIBDIR}/pkgconfig)
