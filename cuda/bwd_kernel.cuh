@@ -234,7 +234,8 @@ __global__ void __launch_bounds__(kRowKernelThreads)
             }
         }
 #pragma unroll
-        for (int e = 0; e < tile::kChunk; ++e) dot += static_cast<float>(o_chunk[e]) * static_cast<float>(dout_chunk[e]);
+        for (int e = 0; e < tile::kChunk; ++e)
+            dot += static_cast<float>(o_chunk[e]) * static_cast<float>(dout_chunk[e]);
     }
 #pragma unroll
     for (int offset = kThreadsPerRow / 2; offset > 0; offset /= 2) dot += __shfl_xor_sync(0xffffffffu, dot, offset);
@@ -655,27 +656,14 @@ __global__ void __launch_bounds__(Traits::kDqThreads)
     Element* smem_k = smem_dout + kBlockM * kRow;             // [kDqStages][kBlockN][kRow]
     Element* smem_v = smem_k + Traits::kDqStages * kKVElements;  // [kDqStages][kBlockN][kRow]
 
-    // The last query tiles see the most keys under a causal mask: they start first.
-    const int64_t query_tiles = (params.seqlen_q + kBlockM - 1) / kBlockM;
-    const int64_t block = blockIdx.x;
-    const int64_t query_tile = query_tiles - 1 - block % query_tiles;
-    const int64_t head = (block / query_tiles) % params.heads_q;
-    const int64_t batch = block / query_tiles / params.heads_q;
-    const int64_t kv_head = head / params.heads_per_kv;
-    const int64_t row0 = query_tile * kBlockM;
-    const int rows = static_cast<int>(std::min<int64_t>(kBlockM, params.seqlen_q - row0));
+    const tile::QueryTileBlock work = tile::query_tile_block<kBlockM, kBlockN>(params);
     const int head_dim = static_cast<int>(params.head_dim);
     const int lane = threadIdx.x % 32;
     const int warp = threadIdx.x / 32;
-
     const MaskSpec& mask = params.mask;
-    const int64_t key_begin = mask.block_key_begin(row0);
-    const int64_t key_end = mask.block_key_end(row0 + rows);
-    const int64_t first_tile = key_begin / kBlockN;
-    const int64_t tile_count = key_end > key_begin ? (key_end - 1) / kBlockN - first_tile + 1 : 0;
 
-    const Element* k = static_cast<const Element*>(params.k.data) + params.k.offset(batch, kv_head, 0);
-    const Element* v = static_cast<const Element*>(params.v.data) + params.v.offset(batch, kv_head, 0);
+    const Element* k = static_cast<const Element*>(params.k.data) + params.k.offset(work.batch, work.kv_head, 0);
+    const Element* v = static_cast<const Element*>(params.v.data) + params.v.offset(work.batch, work.kv_head, 0);
     const auto load_keys_values = [&](int64_t key_tile, int stage) {
         const int64_t key0 = key_tile * kBlockN;
         const int valid = static_cast<int>(std::min<int64_t>(kBlockN, params.seqlen_k - key0));
@@ -688,21 +676,22 @@ __global__ void __launch_bounds__(Traits::kDqThreads)
     };
 
     tile::load_tile<kBlockM, kHeadDim, Traits::kDqThreads>(
-        smem_q, static_cast<const Element*>(params.q.data) + params.q.offset(batch, head, row0), params.q.row_stride,
-        rows, head_dim, vectorized);
+        smem_q, static_cast<const Element*>(params.q.data) + params.q.offset(work.batch, work.head, work.row0),
+        params.q.row_stride, work.rows, head_dim, vectorized);
     tile::load_tile<kBlockM, kHeadDim, Traits::kDqThreads>(
-        smem_dout, static_cast<const Element*>(params.dout.data) + params.dout.offset(batch, head, row0),
-        params.dout.row_stride, rows, head_dim, vectorized);
-    if (tile_count > 0) load_keys_values(first_tile, 0);
+        smem_dout, static_cast<const Element*>(params.dout.data) + params.dout.offset(work.batch, work.head, work.row0),
+        params.dout.row_stride, work.rows, head_dim, vectorized);
+    if (work.key_tiles > 0) load_keys_values(work.first_key_tile, 0);
     ptx::cp_async_commit();
 
     // This thread's rows g and g + 8 of its warp's 16 (padding rows read lse_log2 = +inf).
     float lse_log2[2];
     float delta[2];
-    const int64_t warp_row0 = row0 + warp * 16;
+    const int64_t warp_row0 = work.row0 + warp * 16;
 #pragma unroll
     for (int half = 0; half < 2; ++half) {
-        const int64_t slot = (batch * params.heads_q + head) * workspace.padded_rows + warp_row0 + lane / 4 + half * 8;
+        const int64_t slot =
+            (work.batch * params.heads_q + work.head) * workspace.padded_rows + warp_row0 + lane / 4 + half * 8;
         lse_log2[half] = workspace.lse_log2[slot];
         delta[half] = workspace.delta[slot];
     }
@@ -716,10 +705,10 @@ __global__ void __launch_bounds__(Traits::kDqThreads)
 
     float dq[kOTiles][4];
     zero(dq);
-    for (int64_t i = 0; i < tile_count; ++i) {
+    for (int64_t i = 0; i < work.key_tiles; ++i) {
         const int stage = static_cast<int>(i % Traits::kDqStages);
         __syncthreads();  // every warp is done with the other stage (tile i - 1)
-        if (i + 1 < tile_count) load_keys_values(first_tile + i + 1, stage ^ 1);
+        if (i + 1 < work.key_tiles) load_keys_values(work.first_key_tile + i + 1, stage ^ 1);
         ptx::cp_async_commit();
         ptx::cp_async_wait<1>();
         __syncthreads();
@@ -747,8 +736,8 @@ __global__ void __launch_bounds__(Traits::kDqThreads)
             }
         }
 
-        const int64_t key0 = (first_tile + i) * kBlockN;
-        if (!mask.tile_fully_visible(row0, row0 + rows, key0, key0 + kBlockN)) {
+        const int64_t key0 = (work.first_key_tile + i) * kBlockN;
+        if (!mask.tile_fully_visible(work.row0, work.row0 + work.rows, key0, key0 + kBlockN)) {
 #pragma unroll
             for (int half = 0; half < 2; ++half) {
                 const int2 range = visible_keys<kBlockN>(mask, warp_row0 + lane / 4 + half * 8, key0);
@@ -798,7 +787,7 @@ __global__ void __launch_bounds__(Traits::kDqThreads)
     __syncwarp();
     const int warp_rows = static_cast<int>(std::min<int64_t>(16, params.seqlen_q - warp_row0));
     tile::store_tile<16, kHeadDim, 32>(
-        static_cast<Element*>(params.dq.data) + params.dq.offset(batch, head, warp_row0), smem_dq,
+        static_cast<Element*>(params.dq.data) + params.dq.offset(work.batch, work.head, warp_row0), smem_dq,
         params.dq.row_stride, warp_rows, head_dim, vectorized, lane);
 }
 
@@ -858,11 +847,10 @@ void run_backward(const AttnBwdParams& params, const BackwardWorkspace& workspac
         (params.batch * params.heads_q * workspace.padded_rows + kRowsPerBlock - 1) / kRowsPerBlock,
         "batch * heads * rows / rows-per-block (preprocess)");
     const unsigned dkdv_blocks = grid_size(key_tiles * params.heads_kv * params.batch, "batch * kv heads * key tiles");
-    const unsigned dq_blocks = grid_size(
-        params.deterministic ? query_tiles * params.heads_q * params.batch
-                             : (params.batch * params.heads_q * params.seqlen_q * kChunksPerRow + kRowKernelThreads - 1) /
-                                   kRowKernelThreads,
-        "batch * heads * query tiles (dQ)");
+    const int64_t dq_chunks = params.batch * params.heads_q * params.seqlen_q * kChunksPerRow;
+    const unsigned dq_blocks = grid_size(params.deterministic ? query_tiles * params.heads_q * params.batch
+                                                              : (dq_chunks + kRowKernelThreads - 1) / kRowKernelThreads,
+                                         "batch * heads * query tiles (dQ)");
 
     backward_preprocess<kHeadDim, Element><<<preprocess_blocks, kRowKernelThreads, 0, stream>>>(params, workspace,
                                                                                                  vectorized);

@@ -12,6 +12,7 @@
 
 #include <cstdint>
 
+#include "params.h"
 #include "ptx.cuh"
 
 namespace fattn::cuda::tile {
@@ -128,6 +129,39 @@ __device__ __forceinline__ float quad_sum(float value) {
 // 0, so that exp2(-inf - offset) = 0 instead of NaN.
 __device__ __forceinline__ float softmax_offset(float row_max, float scale_log2) {
     return row_max == -INFINITY ? 0.0f : row_max * scale_log2;
+}
+
+// The work of one block in a grid of query tiles numbered tile fastest (last tile first, so the
+// tiles that see the most keys under a causal mask start first), then query head, then batch:
+// rows [row0, row0 + rows) of query head `head` (reading key/value head `kv_head`), and the key
+// tiles [first_key_tile, first_key_tile + key_tiles) of kBlockN keys that hold every key one of
+// those rows sees (MaskSpec).
+struct QueryTileBlock {
+    int64_t batch;
+    int64_t head;
+    int64_t kv_head;
+    int64_t row0;
+    int rows;
+    int64_t first_key_tile;
+    int64_t key_tiles;
+};
+
+template <int kBlockM, int kBlockN>
+__device__ __forceinline__ QueryTileBlock query_tile_block(const AttnParams& params) {
+    QueryTileBlock work;
+    const int64_t query_tiles = (params.seqlen_q + kBlockM - 1) / kBlockM;
+    const int64_t block = blockIdx.x;
+    work.row0 = (query_tiles - 1 - block % query_tiles) * kBlockM;
+    work.head = (block / query_tiles) % params.heads_q;
+    work.batch = block / query_tiles / params.heads_q;
+    work.kv_head = work.head / params.heads_per_kv;
+    const int64_t rows_left = params.seqlen_q - work.row0;
+    work.rows = static_cast<int>(rows_left < kBlockM ? rows_left : kBlockM);
+    const int64_t key_begin = params.mask.block_key_begin(work.row0);
+    const int64_t key_end = params.mask.block_key_end(work.row0 + work.rows);
+    work.first_key_tile = key_begin / kBlockN;
+    work.key_tiles = key_end > key_begin ? (key_end - 1) / kBlockN - work.first_key_tile + 1 : 0;
+    return work;
 }
 
 }  // namespace fattn::cuda::tile
