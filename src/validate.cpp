@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstddef>
 #include <cstring>
+#include <initializer_list>
 
 #include "error.h"
 
@@ -111,6 +112,18 @@ void check_same_shape(const CheckedTensor& tensor, const CheckedTensor& like) {
     }
 }
 
+// `tensor` must have q's dtype and the shape of `like` (q for o/dout/dq, k for dk/dv).
+void check_matches(const CheckedTensor& tensor, const CheckedTensor& like, const CheckedTensor& q) {
+    check_same_dtype(tensor, q);
+    check_same_shape(tensor, like);
+}
+
+// An output needs its own memory: one location per element, none shared with any input.
+void check_output(const CheckedTensor& out, std::initializer_list<const CheckedTensor*> inputs) {
+    check_no_self_overlap(out);
+    for (const CheckedTensor* input : inputs) check_disjoint(out, *input);
+}
+
 void check_lse(const CheckedTensor& lse, const CheckedTensor& q) {
     if (lse.dtype() != DType::F32)
         fail(kInvalid, "lse.dtype=", lse.tensor->dtype, " must be FATTN_DTYPE_F32 (", FATTN_DTYPE_F32, ")");
@@ -201,17 +214,14 @@ AttnParams build_forward_params(const fattn_attention_desc_t* desc, const fattn_
 
     AttnParams params;
     fill_problem(params, resolved, q, k, v);
-    check_same_dtype(o, q);
-    check_same_shape(o, q);
-    check_no_self_overlap(o);
-    for (const CheckedTensor* input : {&q, &k, &v}) check_disjoint(o, *input);
+    check_matches(o, q, q);
+    check_output(o, {&q, &k, &v});
     params.o = o.view();
 
     if (lse_tensor != nullptr) {
         const CheckedTensor lse = check_tensor(lse_tensor, "lse");
         check_lse(lse, q);
-        check_no_self_overlap(lse);
-        for (const CheckedTensor* other : {&q, &k, &v, &o}) check_disjoint(lse, *other);
+        check_output(lse, {&q, &k, &v, &o});
         params.lse = lse.view();
     }
     return params;
@@ -235,19 +245,10 @@ AttnBwdParams build_backward_params(const fattn_attention_desc_t* desc, const fa
 
     AttnBwdParams params;
     fill_problem(params, resolved, q, k, v);
-    for (const CheckedTensor* like_q : {&o, &dout, &dq}) {
-        check_same_dtype(*like_q, q);
-        check_same_shape(*like_q, q);
-    }
-    for (const CheckedTensor* like_k : {&dk, &dv}) {
-        check_same_dtype(*like_k, q);
-        check_same_shape(*like_k, k);
-    }
+    for (const CheckedTensor* like_q : {&o, &dout, &dq}) check_matches(*like_q, q, q);
+    for (const CheckedTensor* like_k : {&dk, &dv}) check_matches(*like_k, k, q);
     check_lse(lse, q);
-    for (const CheckedTensor* output : {&dq, &dk, &dv}) {
-        check_no_self_overlap(*output);
-        for (const CheckedTensor* input : {&q, &k, &v, &o, &dout, &lse}) check_disjoint(*output, *input);
-    }
+    for (const CheckedTensor* output : {&dq, &dk, &dv}) check_output(*output, {&q, &k, &v, &o, &dout, &lse});
     // Gradients may interleave in one packed buffer (dqkv), so only an outright alias is refused.
     if (dk.tensor->data == dq.tensor->data || dv.tensor->data == dq.tensor->data)
         fail(kInvalid, dk.tensor->data == dq.tensor->data ? "dk" : "dv", ".data is the same memory as dq.data");
