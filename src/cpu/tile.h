@@ -190,6 +190,23 @@ struct QueryStats {
     }
 };
 
+// The running max of 16 query lanes folded with one column strip of a transposed score tile.
+inline Vec16 strip_max(const float* strip, int64_t keys, int64_t ld, Vec16 running_max) {
+    for (int64_t j = 0; j < keys; ++j) running_max = max(running_max, load(strip + j * ld));
+    return running_max;
+}
+
+// p = 2^(s * scale - offset) in place down a column strip; returns the 16 lanes' sums of p.
+inline Vec16 strip_exp2(float* strip, int64_t keys, int64_t ld, Vec16 scale, Vec16 offset) {
+    Vec16 sum = zero();
+    for (int64_t j = 0; j < keys; ++j) {
+        const Vec16 p = exp2(load(strip + j * ld) * scale - offset);
+        store(strip + j * ld, p);
+        sum = sum + p;
+    }
+    return sum;
+}
+
 // Folds a transposed tile of raw scores (keys rows of `cols` query lanes, leading dimension ld)
 // into the running max and sum, turns the scores into unnormalized probabilities, and leaves
 // in stats.shrink the factor by which each query's output accumulator must shrink.
@@ -201,20 +218,13 @@ inline void online_softmax_step(float* scores_t, int64_t keys, int64_t ld, int64
                                 QueryStats& stats) {
     const Vec16 scale = broadcast(scale_log2);
     for (int64_t c = 0; c < cols; c += kLanes) {
-        Vec16 new_max = load(stats.max + c);
-        for (int64_t j = 0; j < keys; ++j) new_max = max(new_max, load(scores_t + j * ld + c));
+        const Vec16 new_max = strip_max(scores_t + c, keys, ld, load(stats.max + c));
         const Vec16 new_offset = new_max * scale;
         // A query that has seen only masked keys keeps offset -inf; subtracting 0 instead keeps
         // 2^(-inf - offset) = 0 rather than NaN. Its old offset is -inf too: shrink 2^-inf = 0.
         const Vec16 subtracted = zero_where_minus_inf(new_offset);
         const Vec16 shrink = exp2(load(stats.offset + c) - subtracted);
-        Vec16 tile_sum = zero();
-        for (int64_t j = 0; j < keys; ++j) {
-            float* s = scores_t + j * ld + c;
-            const Vec16 p = exp2(load(s) * scale - subtracted);
-            store(s, p);
-            tile_sum = tile_sum + p;
-        }
+        const Vec16 tile_sum = strip_exp2(scores_t + c, keys, ld, scale, subtracted);
         store(stats.sum + c, fma(load(stats.sum + c), shrink, tile_sum));
         store(stats.max + c, new_max);
         store(stats.offset + c, new_offset);
