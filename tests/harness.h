@@ -161,8 +161,7 @@ inline std::vector<bool> structural_zeros(const Shape& shape, const MaskRule& ma
 }
 
 // Applies the accuracy rule to one output; returns "" when it holds, else what went wrong.
-// `terms` is the reference's sum of absolute terms of each element (none for lse, whose rounding
-// scale is its own magnitude).
+// `terms` is the reference's sum of absolute terms of each element (reference.h).
 inline std::string compare_output(const char* name, const HostTensor& actual, const Dense<double>& reference,
                                   const Dense<float>& naive, const std::vector<bool>& exact_zero,
                                   const Dense<double>& terms = Dense<double>()) {
@@ -303,7 +302,7 @@ inline std::string run_and_check(const Handle& handle, const Problem& problem, s
     const std::string failures =
         compare_output("o", host.o, reference.o, naive.o, empty_rows, reference.o_terms) +
         compare_output("lse", host.lse, reference.lse, naive.lse,
-                       std::vector<bool>(static_cast<size_t>(host.lse.count()), false)) +
+                       std::vector<bool>(static_cast<size_t>(host.lse.count()), false), reference.lse_terms) +
         compare_output("dq", host.dq, reference_grad.dq, naive_grad.dq, empty_rows, reference_grad.dq_terms) +
         compare_output("dk", host.dk, reference_grad.dk, naive_grad.dk, unseen_keys, reference_grad.dk_terms) +
         compare_output("dv", host.dv, reference_grad.dv, naive_grad.dv, unseen_keys, reference_grad.dv_terms) +

@@ -90,9 +90,10 @@ Dense<Real> gather(const fattn_tensor_t& tensor) {
 // few fp32 roundings of it where the result itself cancels to ~0 (e.g. dq of a row with one key).
 template <typename Real>
 struct ForwardResult {
-    Dense<Real> o;        // like q
-    Dense<Real> lse;      // [B,Hq,Nq,1]; -inf for rows that see no key
-    Dense<Real> o_terms;  // sum_j P_ij |v_jd|
+    Dense<Real> o;          // like q
+    Dense<Real> lse;        // [B,Hq,Nq,1]; -inf for rows that see no key
+    Dense<Real> o_terms;    // sum_j P_ij |v_jd|
+    Dense<Real> lse_terms;  // sum_j P_ij scale sum_d |q_id k_jd|: the scale of the scores' rounding
 };
 
 template <typename Real>
@@ -145,7 +146,8 @@ ForwardResult<Real> attention_forward(const Dense<Real>& q, const Dense<Real>& k
     const int64_t nk = k.shape[2], group = heads_q / k.shape[1];
     const MaskRule mask(desc, nq, nk);
     const Real scale = resolved_scale(desc, dim);
-    ForwardResult<Real> out{Dense<Real>(q.shape), Dense<Real>(Shape{batch, heads_q, nq, 1}), Dense<Real>(q.shape)};
+    const Shape lse_shape{batch, heads_q, nq, 1};
+    ForwardResult<Real> out{Dense<Real>(q.shape), Dense<Real>(lse_shape), Dense<Real>(q.shape), Dense<Real>(lse_shape)};
     std::vector<Real> scores(static_cast<size_t>(nk));
     std::vector<Real> accumulator(static_cast<size_t>(dim)), terms(static_cast<size_t>(dim));
     for (int64_t b = 0; b < batch; ++b)
@@ -158,12 +160,14 @@ ForwardResult<Real> attention_forward(const Dense<Real>& q, const Dense<Real>& k
                     out.lse.at(b, h, i, 0) = row_max;
                     continue;  // o stays zero
                 }
-                Real denominator = 0;
+                Real denominator = 0, score_terms = 0;
                 std::fill(accumulator.begin(), accumulator.end(), Real(0));
                 std::fill(terms.begin(), terms.end(), Real(0));
                 for (int64_t j = 0; j < nk; ++j) {
+                    if (!mask.visible(i, j)) continue;
                     const Real p = std::exp(scores[static_cast<size_t>(j)] - row_max);
                     denominator += p;
+                    score_terms += p * scale * detail::dot_of_magnitudes(q, b, h, i, k, b, h / group, j);
                     for (int64_t d = 0; d < dim; ++d) {
                         const Real value = v.at(b, h / group, j, d);
                         accumulator[static_cast<size_t>(d)] += p * value;
@@ -171,6 +175,7 @@ ForwardResult<Real> attention_forward(const Dense<Real>& q, const Dense<Real>& k
                     }
                 }
                 out.lse.at(b, h, i, 0) = row_max + std::log(denominator);
+                out.lse_terms.at(b, h, i, 0) = score_terms / denominator;
                 for (int64_t d = 0; d < dim; ++d) {
                     out.o.at(b, h, i, d) = stored(accumulator[static_cast<size_t>(d)] / denominator, storage);
                     out.o_terms.at(b, h, i, d) = terms[static_cast<size_t>(d)] / denominator;
