@@ -25,7 +25,7 @@ inline bool cuda_unavailable() {
 // Runs every problem on a fresh handle of `backend` and checks each against the reference.
 inline void check_problems(fattn_backend_t backend, const std::string& scenario, const std::vector<Problem>& problems) {
     const Handle handle(backend);
-    REQUIRE_MESSAGE(handle.create_status() == FATTN_SUCCESS, fattn_last_error());
+    REQUIRE_MESSAGE(handle.create_status() == FATTN_SUCCESS, std::string(fattn_last_error()));
     std::mt19937_64 rng = random_stream(scenario + backend_name(backend));
     for (const Problem& problem : problems) {
         const std::string failures = run_and_check(handle, problem, rng);

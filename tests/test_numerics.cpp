@@ -226,7 +226,7 @@ TEST_CASE("cpu: gradients agree with finite differences of the float64 forward")
                 const double below = loss();
                 input.values.data[i] = saved;
                 const double numeric = (above - below) / (2 * step);
-                INFO("d" << input.name << "[#" << i << "]: finite difference " << numeric << ", reference "
+                INFO("d" << std::string(input.name) << "[#" << i << "]: finite difference " << numeric << ", reference "
                          << input.reference_grad.data[i] << ", fattn " << input.fattn_grad.at_index(static_cast<int64_t>(i)));
                 CHECK(std::abs(input.reference_grad.data[i] - numeric) <= 1e-7 * (1 + std::abs(numeric)));
                 CHECK(std::abs(input.fattn_grad.at_index(static_cast<int64_t>(i)) - numeric) <= 1e-5 * (1 + std::abs(numeric)));
