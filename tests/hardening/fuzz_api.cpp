@@ -103,6 +103,21 @@ int64_t reach(const Spec& spec) {
     return last + 1;
 }
 
+// Logical elements of a spec, or -1 when an extent is < 1 or the product overflows.
+int64_t logical_count(const Spec& spec) {
+    int64_t count = 1;
+    for (int64_t extent : spec.shape)
+        if (extent < 1 || __builtin_mul_overflow(count, extent, &count)) return -1;
+    return count;
+}
+
+// Too big to back with memory or to fill: only a malformed or an absurd (and so inconsistent)
+// spec gets here, and then the library must reject it before touching any element.
+bool unbacked(const Spec& spec) {
+    const int64_t count = logical_count(spec);
+    return reach(spec) < 0 || count < 0 || count > kMaxElements;
+}
+
 Strides choose_strides(FuzzedDataProvider& in, const Shape& shape, bool may_broadcast) {
     const int64_t heads = shape[1], rows = shape[2], dim = shape[3];
     switch (in.ConsumeIntegralInRange(0, may_broadcast ? 3 : 2)) {
@@ -224,9 +239,10 @@ bool apply_spec_mutation(FuzzedDataProvider& in, Call& call, Spec (&specs)[kRole
         const int dim = in.ConsumeIntegralInRange(0, 3);
         if (in.ConsumeBool()) spec.shape[dim] = interesting_extent(in);
         else spec.strides[dim] = interesting_stride(in);
-        const int64_t elements = reach(spec);
-        if (elements < 0) call.expect_invalid(kRoleName[mutated_role]);
-        else if (elements > kMaxElements) return false;  // well-formed but too big to back with memory
+        // Every extent of a tensor must equal one of another's, so a single extent beyond
+        // kMaxElements can never be consistent: such a call must be rejected like a malformed one.
+        if (unbacked(spec)) call.expect_invalid(kRoleName[mutated_role]);
+        else if (reach(spec) > kMaxElements) return false;  // well-formed, but its strides span too much memory
         else call.expect = Expect::Documented;
     }
     return true;
@@ -413,8 +429,8 @@ bool decode(FuzzedDataProvider& in, Call& call) {
     if (!apply_spec_mutation(in, call, specs, mutated_role)) return false;
     if (mutated_role == kLse) p.with_lse = true;
     for (int role = 0; role < kRoleCount; ++role) {
-        // A malformed spec must be rejected before any access: back it with the unmutated layout.
-        const Spec& backing = reach(specs[role]) < 0 ? unmutated[role] : specs[role];
+        // A spec that must be rejected before any access is backed by the unmutated layout.
+        const Spec& backing = unbacked(specs[role]) ? unmutated[role] : specs[role];
         Operand& op = operand(p, role);
         op = Operand(backing.dtype, backing.shape, backing.strides);
         for (int i = 0; i < 4; ++i) op.arg.shape[i] = specs[role].shape[i], op.arg.strides[i] = specs[role].strides[i];
