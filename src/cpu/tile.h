@@ -3,13 +3,15 @@
 //
 // Same tiling as the CUDA kernels: a query block of kBlockQ rows meets key tiles of kBlockK keys
 // that start at multiples of kBlockK; tiles entirely outside a row range are skipped, tiles
-// entirely inside it run unmasked, and only the tiles that straddle a bound (or the end of the
-// keys) are masked element by element. Tiles are fp32 with a width padded to a multiple of
-// kLanes (zeros in the padding), so the micro-kernels never need a remainder loop.
+// entirely inside it run unmasked, and only the tiles that straddle a bound (in the backward,
+// also the last, partial key tile) are masked element by element. Tiles are fp32 with a width
+// padded to a multiple of kLanes (zeros in the padding), so the micro-kernels never need a
+// remainder loop.
 #pragma once
 
 #include <algorithm>
 #include <cmath>
+#include <cstddef>
 #include <cstdint>
 
 #include "params.h"
