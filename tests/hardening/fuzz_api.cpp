@@ -68,7 +68,7 @@ Operand& operand(Problem& problem, int role) {
 }
 
 [[noreturn]] void report(const Problem& problem, const char* op, const std::string& what) {
-    std::fprintf(stderr, "\nfattn_fuzz: %s %s\n  problem: %s\n  fattn_last_error(): %s\n", op, what.c_str(),
+    std::fprintf(stderr, "\nfattn_fuzz: %s %s\n  problem: %s\n  fattn_last_error() (of the last failed call): %s\n", op, what.c_str(),
                  problem.describe().c_str(), fattn_last_error());
     std::abort();
 }

@@ -78,8 +78,8 @@ inline const char* status_name(fattn_status_t status) {
 // or by any non-finite value (where NaN versus Inf depends on the order of operations).
 enum class NonFinite { SameValue, AnyKind };
 
-// Worst elementwise error of `got` against `expected`; non-finite values must be matched as
-// `rule` says, finite values count |got - expected|.
+// Worst elementwise error of `got` against `expected` rounded to got's dtype; non-finite values
+// must be matched as `rule` says, finite values count |got - expected|.
 struct Deviation {
     double max_error = 0.0;       // over elements where both are finite
     double max_expected = 0.0;    // max |expected| over finite elements
@@ -93,7 +93,9 @@ inline Deviation deviation(const HostTensor& got, const Dense<double>& expected,
                            NonFinite rule = NonFinite::SameValue) {
     Deviation result;
     for (int64_t i = 0; i < got.count(); ++i) {
-        const double g = got.at_index(i), e = expected.data[static_cast<size_t>(i)];
+        // Expected as stored: a value beyond the dtype's range is correctly an infinity.
+        const double g = got.at_index(i),
+                     e = fattn_test::round_to_storage(static_cast<float>(expected.data[static_cast<size_t>(i)]), got.dtype());
         const bool same_nonfinite = rule == NonFinite::AnyKind ? !std::isfinite(g) && !std::isfinite(e)
                                                                : (std::isnan(g) && std::isnan(e)) || (std::isinf(e) && g == e);
         if (!std::isfinite(g) || !std::isfinite(e)) {
