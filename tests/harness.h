@@ -6,8 +6,8 @@
 //   one storage ulp at the tensor's largest magnitude plus four fp32 roundings of the largest sum
 //   of absolute terms (reference.h: a result that cancels to ~0, like dq of a row that sees one
 //   key, is exact in the naive order but not in any other). "naive" is the same math with
-//   materialized fp32 scores from the storage-rounded inputs and storage-rounded outputs
-//   (reference.h, Real = float).
+//   materialized fp32 scores from the storage-rounded inputs, and P, dS and the outputs rounded to
+//   the storage dtype (reference.h, Real = float).
 //   Structural zeros are exact: a row that sees no key has o = 0, lse = -inf and dq = 0, and a key
 //   that no query sees has dk = dv = 0.
 //

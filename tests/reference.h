@@ -1,5 +1,5 @@
 // The float64 reference of attention forward and backward (the only one), and the same plain math
-// run in fp32 with storage-dtype outputs: the "naive" yardstick of the accuracy rule.
+// run in fp32 in the storage precision: the "naive" yardstick of the accuracy rule.
 //
 // Written straight from the ABI text (/work/shared/ABI.md), sharing no code with the library:
 //   scores s_ij = scale * q_i . k_j over the keys row i sees (mask rule below),
@@ -8,6 +8,7 @@
 //   dq_i = scale sum_j dS_ij k_j, dk_j = scale sum_i dS_ij q_i, dv_j = sum_i P_ij dout_i,
 //   with dk/dv of a key/value head summed over the query heads of its group.
 // Scores are materialized one row at a time; fine for the small shapes tests use.
+// The same code in fp32 with storage-rounded intermediates is the naive yardstick (see stored()).
 // Inputs are read through the ABI's own view (fattn_tensor_t: [B,H,N,D] shape + strides).
 #pragma once
 
@@ -102,8 +103,11 @@ struct Gradients {
     Dense<Real> dq_terms, dk_terms, dv_terms;
 };
 
-// Precision policy: Real = double is the reference (nothing rounded); Real = float is the naive
-// yardstick, whose storage-dtype outputs are rounded like any real implementation's.
+// Precision policy: Real = double is the reference (nothing rounded). Real = float is the naive
+// yardstick, "attention in the storage precision": fp32 scores and accumulation, and every
+// materialized matrix a storage-precision implementation hands to its matrix products (the
+// probabilities P, and dS in the backward) or returns (o, dq, dk, dv) rounded to the storage dtype,
+// as PyTorch's math backend and FlashAttention's tensor-core GEMMs both do.
 template <typename Real>
 Real stored(Real value, fattn_dtype_t storage) {
     if constexpr (std::is_same_v<Real, float>) return round_to_storage(value, storage);
@@ -160,25 +164,29 @@ ForwardResult<Real> attention_forward(const Dense<Real>& q, const Dense<Real>& k
                     out.lse.at(b, h, i, 0) = row_max;
                     continue;  // o stays zero
                 }
-                Real denominator = 0, score_terms = 0;
+                // Softmax, materialized: P_ij = exp(s_ij - max) / sum, as the storage precision holds it.
+                Real denominator = 0;
+                for (int64_t j = 0; j < nk; ++j)
+                    if (mask.visible(i, j)) denominator += std::exp(scores[static_cast<size_t>(j)] - row_max);
+                Real score_terms = 0;
                 std::fill(accumulator.begin(), accumulator.end(), Real(0));
                 std::fill(terms.begin(), terms.end(), Real(0));
                 for (int64_t j = 0; j < nk; ++j) {
                     if (!mask.visible(i, j)) continue;
-                    const Real p = std::exp(scores[static_cast<size_t>(j)] - row_max);
-                    denominator += p;
+                    const Real p = std::exp(scores[static_cast<size_t>(j)] - row_max) / denominator;
+                    const Real p_stored = stored(p, storage);
                     score_terms += p * scale * detail::dot_of_magnitudes(q, b, h, i, k, b, h / group, j);
                     for (int64_t d = 0; d < dim; ++d) {
                         const Real value = v.at(b, h / group, j, d);
-                        accumulator[static_cast<size_t>(d)] += p * value;
+                        accumulator[static_cast<size_t>(d)] += p_stored * value;
                         terms[static_cast<size_t>(d)] += p * std::abs(value);
                     }
                 }
                 out.lse.at(b, h, i, 0) = row_max + std::log(denominator);
-                out.lse_terms.at(b, h, i, 0) = score_terms / denominator;
+                out.lse_terms.at(b, h, i, 0) = score_terms;
                 for (int64_t d = 0; d < dim; ++d) {
-                    out.o.at(b, h, i, d) = stored(accumulator[static_cast<size_t>(d)] / denominator, storage);
-                    out.o_terms.at(b, h, i, d) = terms[static_cast<size_t>(d)] / denominator;
+                    out.o.at(b, h, i, d) = stored(accumulator[static_cast<size_t>(d)], storage);
+                    out.o_terms.at(b, h, i, d) = terms[static_cast<size_t>(d)];
                 }
             }
     return out;
@@ -210,13 +218,15 @@ Gradients<Real> attention_backward(const Dense<Real>& q, const Dense<Real>& k, c
                     if (s == -std::numeric_limits<Real>::infinity()) continue;
                     const Real p = std::exp(s - lse);
                     const Real dp = detail::dot(dout, b, h, i, v, b, kv, j);
-                    const Real ds = p * (dp - row_delta);
+                    // P and dS enter their products as the storage precision holds them.
+                    const Real p_stored = stored(p, storage);
+                    const Real ds = stored(p * (dp - row_delta), storage);
                     const Real ds_terms = p * (detail::dot_of_magnitudes(dout, b, h, i, v, b, kv, j) + row_delta_terms);
                     for (int64_t d = 0; d < dim; ++d) {
                         const Real q_value = q.at(b, h, i, d), k_value = k.at(b, kv, j, d), dout_value = dout.at(b, h, i, d);
                         grad.dq.at(b, h, i, d) += scale * ds * k_value;
                         grad.dk.at(b, kv, j, d) += scale * ds * q_value;
-                        grad.dv.at(b, kv, j, d) += p * dout_value;
+                        grad.dv.at(b, kv, j, d) += p_stored * dout_value;
                         grad.dq_terms.at(b, h, i, d) += scale * ds_terms * std::abs(k_value);
                         grad.dk_terms.at(b, kv, j, d) += scale * ds_terms * std::abs(q_value);
                         grad.dv_terms.at(b, kv, j, d) += p * std::abs(dout_value);
