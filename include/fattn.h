@@ -32,6 +32,14 @@
 #  define FATTN_API
 #endif
 
+/* In C++ the enums get int as their fixed underlying type, so any int a C caller passes (say
+ * backend = 7) is a valid value to inspect and reject; their size and values are C's. */
+#ifdef __cplusplus
+#define FATTN_ENUM_BASE : int
+#else
+#define FATTN_ENUM_BASE
+#endif
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -46,7 +54,7 @@ FATTN_API uint32_t    fattn_version_number(void);  /* == FATTN_VERSION_NUMBER of
 FATTN_API const char* fattn_version_string(void);  /* "0.1.0" */
 
 /* ---- Status codes ----------------------------------------------------------------------- */
-typedef enum fattn_status {
+typedef enum fattn_status FATTN_ENUM_BASE {
     FATTN_SUCCESS                = 0,
     FATTN_ERROR_INVALID_ARGUMENT = 10, /* NULL where a pointer is required, bad shape/stride/dtype, tensors that disagree */
     FATTN_ERROR_UNSUPPORTED      = 20, /* a valid request this backend or build cannot run (e.g. head_dim 320 on CUDA) */
@@ -62,13 +70,13 @@ FATTN_API const char* fattn_status_string(fattn_status_t status);
 FATTN_API const char* fattn_last_error(void);
 
 /* ---- Backends, dtypes, handle ----------------------------------------------------------- */
-typedef enum fattn_backend {
+typedef enum fattn_backend FATTN_ENUM_BASE {
     FATTN_BACKEND_AUTO = 0,
     FATTN_BACKEND_CPU  = 1,
     FATTN_BACKEND_CUDA = 2
 } fattn_backend_t;
 
-typedef enum fattn_dtype {
+typedef enum fattn_dtype FATTN_ENUM_BASE {
     FATTN_DTYPE_F32  = 0,
     FATTN_DTYPE_F16  = 1,
     FATTN_DTYPE_BF16 = 2
