@@ -2,10 +2,12 @@
 // CUDA backward.
 //
 // For every (query block i, key tile j) pair whose rows may see its keys (pair_may_see):
-//   S  = Q_i K_j^T,  P = 2^(S*scale_log2 - lse*log2e)   P recomputed from the forward's lse
+//   S  = Q_i K_j^T,  P = exp(S*scale - lse)              P recomputed from the forward's lse
 //   dP = dO_i V_j^T, dS = P * (dP - delta)               delta = rowsum(dO * O), computed first
 //   dV_j += P^T dO_i,  dK_j += dS^T Q_i,  dQ_i += dS K_j
-// and at the end dK and dQ are multiplied by the softmax scale. No atomics; two schedules:
+// and at the end dK and dQ are multiplied by the softmax scale. Masked pairs with a NaN or infinity
+// among their operands sum each output row over its visible range only (tile.h), so a non-finite
+// input reaches exactly the gradients that read it. No atomics; two schedules:
 //   fused     one task per (batch, kv head) owns all its key tiles and every query head of its
 //             GQA group: dK/dV stay in a key-tile accumulator, dQ goes to a per-thread fp32
 //             accumulator of the group's rows. Five products per pair. Used when there are at
@@ -95,7 +97,10 @@ BackwardScratch lay_out_scratch(const AttnBwdParams& p, int threads, float* base
     return s;
 }
 
-// delta[b][h][row] = sum_d dO * O, the softmax-gradient correction of each query row.
+// delta[b][h][row] = sum_d dO * O, the softmax-gradient correction of each query row. Summed
+// exactly as the dP product sums dO * V (one FMA chain over d, ascending), so that when O is a
+// single value row (a one-hot softmax, e.g. a huge scale) dP - delta is exactly 0 for that key
+// instead of a rounding difference that the scale then multiplies.
 template <typename Element>
 void compute_delta(const AttnBwdParams& p, float* delta, int threads) {
     const int64_t rows = p.batch * p.heads_q * p.seqlen_q;
@@ -107,13 +112,14 @@ void compute_delta(const AttnBwdParams& p, float* delta, int threads) {
         const Element* o = row_pointer<Element>(p.o, batch, head, row);
         const Element* dout = row_pointer<Element>(p.dout, batch, head, row);
         float sum = 0.0f;
-        for (int64_t d = 0; d < p.head_dim; ++d) sum += to_float(o[d]) * to_float(dout[d]);
+        for (int64_t d = 0; d < p.head_dim; ++d) sum = std::fma(to_float(dout[d]), to_float(o[d]), sum);
         delta[index] = sum;
     }
 }
 
+// Loads K_j, K_j^T and V_j^T; returns whether they are all finite (for the exact path, tile.h).
 template <typename Element>
-void load_key_tile(const AttnBwdParams& p, int64_t batch, int64_t kv_head, int64_t key_begin, int64_t keys,
+bool load_key_tile(const AttnBwdParams& p, int64_t batch, int64_t kv_head, int64_t key_begin, int64_t keys,
                    const BackwardTiles& t) {
     const int64_t dp = padded_width(p.head_dim);
     const Element* k = row_pointer<Element>(p.k, batch, kv_head, key_begin);
@@ -121,17 +127,18 @@ void load_key_tile(const AttnBwdParams& p, int64_t batch, int64_t kv_head, int64
     load_rows(k, p.k.row_stride, keys, p.head_dim, t.k, dp, keys);
     load_rows_transposed(row_pointer<Element>(p.v, batch, kv_head, key_begin), p.v.row_stride, keys, p.head_dim,
                          t.vt, kBlockK);
+    return all_finite(t.k, keys, dp, dp) && all_finite(t.vt, dp, kBlockK, kBlockK);
 }
 
 // A query block as the kernels read it: Q and dO row-major fp32 with leading dimensions (in place
 // when the storage is fp32 with a head_dim of whole vectors, else converted into the tiles), and
-// each row's lse offset (exp2 units) and delta.
+// each row's lse and delta.
 struct QueryBlock {
     const float* q;
     int64_t q_ld;
     const float* dout;
     int64_t dout_ld;
-    Exp2Offset lse_offset[kBlockQ];
+    float lse[kBlockQ];
     float delta[kBlockQ];
 };
 
@@ -161,20 +168,39 @@ void load_query_block(const AttnBwdParams& p, const float* delta, int64_t batch,
     }
     const float* head_delta = delta + (batch * p.heads_q + head) * p.seqlen_q;
     for (int64_t r = 0; r < rows; ++r) {
-        out.lse_offset[r] = lse_to_exp2_offset(*row_pointer<float>(p.lse, batch, head, row_begin + r));
+        out.lse[r] = *row_pointer<float>(p.lse, batch, head, row_begin + r);
         out.delta[r] = head_delta[row_begin + r];
     }
 }
 
-// P (t.probs) and dS (t.dscores) of one pair. The scores come out bit-identical to the forward's
-// (same dot-product order over head_dim), so P matches the probabilities the lse was made from.
-inline void score_gradients(const AttnBwdParams& p, const TilePair& pair, const QueryBlock& block,
+// How a pair's products run: a pair that straddles a mask bound (or ends in key padding) masks
+// its scores, and if one of the operands its masked zeros multiply is not finite, each output row
+// of its products sums over its visible range only (the exact path, tile.h).
+struct PairPath {
+    bool masked;
+    bool exact;
+};
+
+bool query_block_finite(const QueryBlock& block, int64_t rows, int64_t dp) {
+    for (int64_t r = 0; r < rows; ++r)
+        if (std::isnan(block.lse[r]) || !std::isfinite(block.delta[r])) return false;
+    return all_finite(block.q, rows, dp, block.q_ld) && all_finite(block.dout, rows, dp, block.dout_ld);
+}
+
+PairPath pair_path(const AttnBwdParams& p, const TilePair& pair, bool key_tile_finite, const QueryBlock& block) {
+    const bool masked = pair_needs_mask(p.mask, pair, padded_width(pair.keys));
+    const bool finite = key_tile_finite && query_block_finite(block, pair.rows, padded_width(p.head_dim));
+    return {masked, masked && !finite};
+}
+
+// P (t.probs) and dS (t.dscores) of one pair.
+inline void score_gradients(const AttnBwdParams& p, const TilePair& pair, PairPath path, const QueryBlock& block,
                             const BackwardTiles& t) {
     const int64_t cols = padded_width(pair.keys);
     tile_gemm(pair.rows, cols, p.head_dim, {block.q, block.q_ld, 1, t.kt, kBlockK, t.probs, kBlockK},
               Accumulate::kOverwrite);
-    if (pair_needs_mask(p.mask, pair, cols)) mask_scores(p.mask, pair, t.probs, kBlockK);
-    for (int64_t r = 0; r < pair.rows; ++r) exp2_row(t.probs + r * kBlockK, cols, p.scale_log2, block.lse_offset[r]);
+    if (path.masked) mask_scores(p.mask, pair, t.probs, kBlockK);
+    for (int64_t r = 0; r < pair.rows; ++r) exp_row_from_lse(t.probs + r * kBlockK, cols, p.scale, block.lse[r]);
 
     tile_gemm(pair.rows, cols, p.head_dim, {block.dout, block.dout_ld, 1, t.vt, kBlockK, t.dscores, kBlockK},
               Accumulate::kOverwrite);
@@ -187,14 +213,31 @@ inline void score_gradients(const AttnBwdParams& p, const TilePair& pair, const 
 }
 
 // dV_j += P^T dO_i and dK_j += dS^T Q_i (dK's scale is applied when it is stored).
-inline void accumulate_key_grads(int64_t dp, const TilePair& pair, const QueryBlock& block, const BackwardTiles& t) {
-    tile_gemm(pair.keys, dp, pair.rows, {t.probs, 1, kBlockK, block.dout, block.dout_ld, t.dv, dp}, Accumulate::kAdd);
-    tile_gemm(pair.keys, dp, pair.rows, {t.dscores, 1, kBlockK, block.q, block.q_ld, t.dk, dp}, Accumulate::kAdd);
+inline void accumulate_key_grads(const AttnBwdParams& p, const TilePair& pair, PairPath path,
+                                 const QueryBlock& block, const BackwardTiles& t) {
+    const int64_t dp = padded_width(p.head_dim);
+    const GemmOperands dv{t.probs, 1, kBlockK, block.dout, block.dout_ld, t.dv, dp};
+    const GemmOperands dk{t.dscores, 1, kBlockK, block.q, block.q_ld, t.dk, dp};
+    if (path.exact) {
+        auto rows_seeing = [&](int64_t j) { return visible_rows(p.mask, pair, j); };
+        tile_gemm_visible(pair.keys, dp, dv, Accumulate::kAdd, rows_seeing);
+        tile_gemm_visible(pair.keys, dp, dk, Accumulate::kAdd, rows_seeing);
+    } else {
+        tile_gemm(pair.keys, dp, pair.rows, dv, Accumulate::kAdd);
+        tile_gemm(pair.keys, dp, pair.rows, dk, Accumulate::kAdd);
+    }
 }
 
 // dQ_i += dS K_j into `dq` [rows x Dp] (dQ's scale is applied when it is stored).
-inline void accumulate_query_grads(int64_t dp, const TilePair& pair, const BackwardTiles& t, float* dq) {
-    tile_gemm(pair.rows, dp, pair.keys, {t.dscores, kBlockK, 1, t.k, dp, dq, dp}, Accumulate::kAdd);
+inline void accumulate_query_grads(const AttnBwdParams& p, const TilePair& pair, PairPath path,
+                                   const BackwardTiles& t, float* dq) {
+    const int64_t dp = padded_width(p.head_dim);
+    const GemmOperands x{t.dscores, kBlockK, 1, t.k, dp, dq, dp};
+    if (path.exact) {
+        tile_gemm_visible(pair.rows, dp, x, Accumulate::kAdd, [&](int64_t r) { return visible_keys(p.mask, pair, r); });
+    } else {
+        tile_gemm(pair.rows, dp, pair.keys, x, Accumulate::kAdd);
+    }
 }
 
 // dK_j and dV_j of one key tile, summed over the kv head's query heads and their query blocks.
@@ -205,7 +248,7 @@ void key_tile_grads(const AttnBwdParams& p, const float* delta, int64_t batch, i
     const int64_t dp = padded_width(p.head_dim);
     const int64_t keys = std::min(kBlockK, p.seqlen_k - key_begin);
     const int64_t blocks = ceil_div(p.seqlen_q, kBlockQ);
-    load_key_tile<Element>(p, batch, kv_head, key_begin, keys, t);
+    const bool key_tile_finite = load_key_tile<Element>(p, batch, kv_head, key_begin, keys, t);
     std::fill(t.dk, t.dk + keys * dp, 0.0f);
     std::fill(t.dv, t.dv + keys * dp, 0.0f);
 
@@ -217,10 +260,11 @@ void key_tile_grads(const AttnBwdParams& p, const float* delta, int64_t batch, i
             const TilePair pair{row_begin, std::min(kBlockQ, p.seqlen_q - row_begin), key_begin, keys};
             if (!pair_may_see(p.mask, pair)) continue;
             load_query_block<Element>(p, delta, batch, head, row_begin, pair.rows, t, query);
-            score_gradients(p, pair, query, t);
-            accumulate_key_grads(dp, pair, query, t);
+            const PairPath path = pair_path(p, pair, key_tile_finite, query);
+            score_gradients(p, pair, path, query, t);
+            accumulate_key_grads(p, pair, path, query, t);
             if (group_dq != nullptr)
-                accumulate_query_grads(dp, pair, t, group_dq + (group_head * p.seqlen_q + row_begin) * dp);
+                accumulate_query_grads(p, pair, path, t, group_dq + (group_head * p.seqlen_q + row_begin) * dp);
         }
     }
 
@@ -294,9 +338,10 @@ void backward_two_pass(const AttnBwdParams& p, const BackwardScratch& s, int thr
                  key_begin += kBlockK) {
                 const TilePair pair{row_begin, rows, key_begin, std::min(kBlockK, p.seqlen_k - key_begin)};
                 if (!pair_may_see(p.mask, pair)) continue;
-                load_key_tile<Element>(p, batch, head / p.heads_per_kv, key_begin, pair.keys, t);
-                score_gradients(p, pair, query, t);
-                accumulate_query_grads(dp, pair, t, t.dq);
+                const bool key_tile_finite = load_key_tile<Element>(p, batch, head / p.heads_per_kv, key_begin, pair.keys, t);
+                const PairPath path = pair_path(p, pair, key_tile_finite, query);
+                score_gradients(p, pair, path, query, t);
+                accumulate_query_grads(p, pair, path, t, t.dq);
             }
             store_rows(t.dq, dp, rows, p.head_dim, p.scale, mutable_row_pointer<Element>(p.dq, batch, head, row_begin),
                        p.dq.row_stride);

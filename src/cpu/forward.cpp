@@ -3,7 +3,8 @@
 // One OpenMP task per (batch, query head, block of kBlockQ query rows). The task walks the key
 // tiles its rows can see (tile.h: skipped / unmasked / masked), and per tile:
 //   S^T = K Q^T                    raw scores, transposed: one query per vector lane
-//   mask S^T                       only when the tile straddles a row's key range
+//   mask S^T                       only when the tile straddles a row's key range (and then, if
+//                                  V holds a NaN or infinity, P V sums over visible keys only)
 //   P^T = 2^(S^T*scale_log2 - max) online softmax: running max and sum per query, scale folded in
 //   O = O * shrink + P V           the row's accumulator, rescaled only when its max moved
 // and at the end O /= sum, lse = max*scale + ln(sum) (natural log), converted to the storage type.
@@ -108,12 +109,17 @@ void forward_query_block(const AttnParams& p, int64_t batch, int64_t head, int64
 
         tile_gemm(pair.keys, query_lanes, p.head_dim, {kv.k, kv.k_ld, 1, t.qt, kBlockQ, t.scores_t, kBlockQ},
                   Accumulate::kOverwrite);
-        if (!p.mask.tile_fully_visible(row_begin, row_begin + rows, key_begin, key_begin + pair.keys))
-            mask_scores_transposed(p.mask, pair, t.scores_t, kBlockQ);
+        const bool masked = !p.mask.tile_fully_visible(row_begin, row_begin + rows, key_begin, key_begin + pair.keys);
+        if (masked) mask_scores_transposed(p.mask, pair, t.scores_t, kBlockQ);
         online_softmax_step(t.scores_t, pair.keys, kBlockQ, query_lanes, p.scale_log2, stats);
         for (int64_t r = 0; r < rows; ++r)
             if (stats.shrink[r] != 1.0f) scale_row(t.out + r * dp, dp, stats.shrink[r]);
-        tile_gemm(rows, dp, pair.keys, {t.scores_t, 1, kBlockQ, kv.v, kv.v_ld, t.out, dp}, Accumulate::kAdd);
+        const GemmOperands pv{t.scores_t, 1, kBlockQ, kv.v, kv.v_ld, t.out, dp};
+        if (masked && !all_finite(kv.v, pair.keys, dp, kv.v_ld)) {  // exact path (tile.h)
+            tile_gemm_visible(rows, dp, pv, Accumulate::kAdd, [&](int64_t r) { return visible_keys(p.mask, pair, r); });
+        } else {
+            tile_gemm(rows, dp, pair.keys, pv, Accumulate::kAdd);
+        }
     }
 
     for (int64_t r = 0; r < rows; ++r) {

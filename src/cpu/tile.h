@@ -14,6 +14,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "microkernel.h"
 #include "params.h"
 #include "simd.h"
 
@@ -143,32 +144,73 @@ inline bool pair_needs_mask(const MaskSpec& mask, const TilePair& pair, int64_t 
                                                          pair.key_begin, pair.key_begin + pair.keys);
 }
 
-// One line of a score tile: -inf outside its visible range [begin, end), clamped to the line's
-// `valid` entries; entries from `valid` to `length` (padding) get -inf too.
-inline void mask_line(float* line, int64_t begin, int64_t end, int64_t valid, int64_t length) {
-    const int64_t lo = std::clamp<int64_t>(begin, 0, valid);
-    const int64_t hi = std::clamp<int64_t>(end, lo, valid);
-    std::fill(line, line + lo, -INFINITY);
-    std::fill(line + hi, line + length, -INFINITY);
+// A half-open range of indices within a tile.
+struct IndexRange {
+    int64_t begin;
+    int64_t end;
+};
+
+// The keys of the pair (tile-relative) that the pair's query row r sees.
+inline IndexRange visible_keys(const MaskSpec& mask, const TilePair& pair, int64_t r) {
+    const int64_t row = pair.row_begin + r;
+    const int64_t lo = std::clamp<int64_t>(mask.key_begin(row) - pair.key_begin, 0, pair.keys);
+    return {lo, std::clamp<int64_t>(mask.key_end(row) - pair.key_begin, lo, pair.keys)};
+}
+
+// The query rows of the pair (block-relative) that see the pair's key j.
+inline IndexRange visible_rows(const MaskSpec& mask, const TilePair& pair, int64_t j) {
+    const int64_t key = pair.key_begin + j;
+    const int64_t lo = std::clamp<int64_t>(mask.query_begin(key) - pair.row_begin, 0, pair.rows);
+    return {lo, std::clamp<int64_t>(mask.query_end(key) - pair.row_begin, lo, pair.rows)};
+}
+
+// -inf for the entries of one line of a score tile outside `visible`, up to `length`.
+inline void mask_line(float* line, IndexRange visible, int64_t length) {
+    std::fill(line, line + visible.begin, -INFINITY);
+    std::fill(line + visible.end, line + length, -INFINITY);
 }
 
 // Score tile S [rows x keys] of the backward: -inf for every score its row cannot see, and for
 // the padding columns up to ld.
 inline void mask_scores(const MaskSpec& mask, const TilePair& pair, float* scores, int64_t ld) {
-    for (int64_t r = 0; r < pair.rows; ++r) {
-        const int64_t row = pair.row_begin + r;
-        mask_line(scores + r * ld, mask.key_begin(row) - pair.key_begin, mask.key_end(row) - pair.key_begin,
-                  pair.keys, ld);
-    }
+    for (int64_t r = 0; r < pair.rows; ++r) mask_line(scores + r * ld, visible_keys(mask, pair, r), ld);
 }
 
 // Transposed tile S^T [keys x queries] of the forward: -inf for every score its query row cannot
 // see. Query lanes beyond pair.rows are left alone: each lane is a row of its own, never stored.
 inline void mask_scores_transposed(const MaskSpec& mask, const TilePair& pair, float* scores_t, int64_t ld) {
-    for (int64_t j = 0; j < pair.keys; ++j) {
-        const int64_t key = pair.key_begin + j;
-        mask_line(scores_t + j * ld, mask.query_begin(key) - pair.row_begin, mask.query_end(key) - pair.row_begin,
-                  pair.rows, pair.rows);
+    for (int64_t j = 0; j < pair.keys; ++j) mask_line(scores_t + j * ld, visible_rows(mask, pair, j), pair.rows);
+}
+
+// ---- non-finite inputs ---------------------------------------------------------------------
+//
+// A masked score becomes an exact 0 in P and dS, but 0 * NaN = NaN: multiplied with a NaN or an
+// infinity of another row, it would reach a row that never reads that value. The masked tiles
+// whose operands are not all finite therefore take an exact path: each output row of a product
+// sums over its visible range only (tile_gemm_visible). Its result equals the fast path's
+// whenever the fast path is finite (adding 0 through an FMA changes nothing).
+
+// True when every element of rows x cols (cols a multiple of kLanes) is finite.
+inline bool all_finite(const float* tile, int64_t rows, int64_t cols, int64_t ld) {
+    Vec16 any_nonfinite = zero();  // x - x is 0 for a finite x, NaN for an infinity or NaN
+    for (int64_t r = 0; r < rows; ++r)
+        for (int64_t c = 0; c < cols; c += kLanes) {
+            const Vec16 x = load(tile + r * ld + c);
+            any_nonfinite = any_nonfinite + (x - x);
+        }
+    float lanes[kLanes];
+    store(lanes, any_nonfinite);
+    return std::all_of(lanes, lanes + kLanes, [](float lane) { return lane == 0.0f; });
+}
+
+// C (+)= A * B like tile_gemm, but output row m sums only over the reduction indices range(m).
+template <typename RangeOfRow>
+void tile_gemm_visible(int64_t rows, int64_t cols, const GemmOperands& x, Accumulate mode, RangeOfRow range) {
+    for (int64_t m = 0; m < rows; ++m) {
+        const IndexRange visible = range(m);
+        const GemmOperands row{x.a + m * x.a_row + visible.begin * x.a_col, x.a_row, x.a_col,
+                               x.b + visible.begin * x.ldb, x.ldb, x.c + m * x.ldc, x.ldc};
+        tile_gemm(1, cols, visible.end - visible.begin, row, mode);
     }
 }
 
@@ -214,8 +256,7 @@ inline Vec16 strip_exp2(float* strip, int64_t keys, int64_t ld, Vec16 scale, Vec
 // in stats.shrink the factor by which each query's output accumulator must shrink.
 // Accuracy: scores are scaled first (s * scale_log2, rounded) and the offset is the max of those,
 // so the largest score gives exactly 2^0 = 1, like a naive softmax; the sum is relative to the
-// offset as rounded, so the lse carries no rounding of the offset. The backward computes the
-// same scaled scores bit for bit (same dot-product order), so its probabilities match these.
+// offset as rounded, so the lse carries no rounding of the offset.
 inline void online_softmax_step(float* scores_t, int64_t keys, int64_t ld, int64_t cols, float scale_log2,
                                 QueryStats& stats) {
     const Vec16 scale = broadcast(scale_log2);
@@ -235,35 +276,23 @@ inline void online_softmax_step(float* scores_t, int64_t keys, int64_t ld, int64
 }
 
 // Natural-log log-sum-exp of query row r's scaled scores; -inf for a row that saw no key.
-// Computed in double from the statistics, in the exp2 units of the probabilities (scale_log2 as
-// rounded to float), so the only error the backward sees beyond the forward's is lse's rounding.
+// Computed in double from the statistics the probabilities were made with, rounded once.
 inline float row_lse(const QueryStats& stats, int64_t r) {
     if (stats.sum[r] == 0.0f) return -INFINITY;
     const double log2_sum_exp = double{stats.offset[r]} + std::log2(double{stats.sum[r]});
     return static_cast<float>(log2_sum_exp * 0.6931471805599453);
 }
 
-// The backward's offset: lse in exp2 units, split into a float and its rounding error, so that
-// 2^(s*scale_log2 - hi - lo) reproduces the forward's probabilities to a few ulps. A row that saw
-// no key gets +inf, which turns each of its scores into 2^-inf = 0 instead of NaN.
-struct Exp2Offset {
-    float hi;
-    float lo;
-};
-
-inline Exp2Offset lse_to_exp2_offset(float lse) {
-    if (lse == -INFINITY) return {INFINITY, 0.0f};
-    const double offset = double{lse} * 1.4426950408889634;
-    const float hi = static_cast<float>(offset);
-    return {hi, static_cast<float>(offset - hi)};
-}
-
-// The backward's P = 2^(s * scale_log2 - offset) over one row of scores, in place.
-inline void exp2_row(float* s, int64_t cols, float scale_log2, Exp2Offset offset) {
-    const Vec16 scale = broadcast(scale_log2);
-    const Vec16 hi = broadcast(offset.hi);
-    const Vec16 lo = broadcast(offset.lo);
-    for (int64_t c = 0; c < cols; c += kLanes) store(s + c, exp2(load(s + c) * scale - hi - lo));
+// The backward's P = exp(s * scale - lse), evaluated as 2^((s * scale - lse) * log2e) over one
+// row of raw scores, in place. Natural units up to the subtraction, as a naive implementation
+// computes it: with huge scores (a large softmax_scale) an error in the scale would be multiplied
+// by them, and scale is exact where scale_log2 is rounded. A row that saw no key (lse -inf) is
+// given lse +inf, so each of its scores becomes 2^-inf = 0 instead of NaN.
+inline void exp_row_from_lse(float* s, int64_t cols, float scale, float lse) {
+    const Vec16 scale_v = broadcast(scale);
+    const Vec16 lse_v = broadcast(lse == -INFINITY ? INFINITY : lse);
+    const Vec16 log2e = broadcast(1.4426950408889634f);
+    for (int64_t c = 0; c < cols; c += kLanes) store(s + c, exp2((load(s + c) * scale_v - lse_v) * log2e));
 }
 
 inline void scale_row(float* o, int64_t cols, float factor) {
