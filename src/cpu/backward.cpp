@@ -189,8 +189,8 @@ bool query_block_finite(const QueryBlock& block, int64_t rows, int64_t dp) {
 
 PairPath pair_path(const AttnBwdParams& p, const TilePair& pair, bool key_tile_finite, const QueryBlock& block) {
     const bool masked = pair_needs_mask(p.mask, pair, padded_width(pair.keys));
-    const bool finite = key_tile_finite && query_block_finite(block, pair.rows, padded_width(p.head_dim));
-    return {masked, masked && !finite};
+    return {masked,
+            masked && !(key_tile_finite && query_block_finite(block, pair.rows, padded_width(p.head_dim)))};
 }
 
 // P (t.probs) and dS (t.dscores) of one pair.
