@@ -10,7 +10,7 @@ log() { printf '\n== %s ==\n' "$*"; }
 
 # Debian packages the build and the test suites need; installed only when missing.
 install_deps() {
-    local wanted=(cmake ninja-build g++ pkg-config libeigen3-dev doctest-dev clang libclang-rt-dev llvm valgrind)
+    local wanted=(cmake ninja-build g++ pkg-config libeigen3-dev doctest-dev clang libclang-rt-dev libomp-dev llvm valgrind)
     local missing=()
     for package in "${wanted[@]}"; do
         dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "ok installed" || missing+=("$package")
