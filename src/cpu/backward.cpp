@@ -20,7 +20,7 @@
 // and use the same fixed-shape kernels, so dq, dk and dv are bit-identical for any thread count,
 // whichever schedule the thread count selects.
 //
-// Scratch: per thread, the tiles below (about 600 KiB at head_dim 256); shared, delta
+// Scratch: per thread, the tiles below (544 KiB at head_dim 256); shared, delta
 // [B x Hq x Nq]; with the fused schedule, per thread, a dQ accumulator [heads_per_kv x Nq x Dp].
 #include <omp.h>
 

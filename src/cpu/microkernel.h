@@ -1,15 +1,15 @@
 // tile_gemm: C (+)= A * B on fp32 tiles that live in the calling thread's scratch (L1/L2).
 //
-// Every product of the forward (S = Q K^T, O += P V) and of the backward (S, dP = dO V^T,
-// dV += P^T dO, dK += dS^T Q, dQ += dS K) is one call. B and C are row-major with a width that is
-// a multiple of 16 (tiles are padded); A is addressed by two strides, A(m, k) = a[m*a_row + k*a_col],
-// so P^T and dS^T are read in place instead of being transposed.
+// Every product of the forward (S^T = K Q^T, O += P V) and of the backward (S = Q K^T,
+// dP = dO V^T, dV += P^T dO, dK += dS^T Q, dQ += dS K) is one call. B and C are row-major with a
+// width that is a multiple of 16 (tiles are padded); A is addressed by two strides,
+// A(m, k) = a[m*a_row + k*a_col], so P^T and dS^T are read in place instead of being transposed.
 //
-// Why not Eigen's GEMM: these products are tiny (64 x 64 x 64), and Eigen packs both operands on
-// every call and, in the backward, would need explicit transposes; a register-blocked kernel over
-// operands already laid out for it runs close to the FMA peak without any of that
-// (bench/NOTES.md has the measurements). The kernel keeps an kRowsPerBlock x kVecsPerBlock block of C in
-// registers (6 x 4 vectors = 24 zmm accumulators), loads kVecsPerBlock vectors of B and broadcasts
+// Why not Eigen's GEMM: these products are tiny (64 x 64 x D), Eigen packs both operands on every
+// call, and the backward would need explicit transposes; a register-blocked kernel over operands
+// already laid out for it runs at ~0.8 of the FMA peak, 1.1-1.2x Eigen's large-GEMM rate
+// (bench/NOTES.md). The kernel keeps a kRowsPerBlock x kVecsPerBlock block of C in registers
+// (6 x 4 vectors = 24 zmm accumulators), loads kVecsPerBlock vectors of B and broadcasts
 // kRowsPerBlock elements of A per step of k.
 //
 // The summation order over k is fixed by the call's shape alone, never by threads or timing.
