@@ -290,7 +290,13 @@ inline std::string run_and_check(const Handle& handle, const Problem& problem, s
     const auto ref_q = gather<double>(host.q.view()), ref_k = gather<double>(host.k.view()),
                ref_v = gather<double>(host.v.view()), ref_dout = gather<double>(host.dout.view());
     const auto reference = attention_forward(ref_q, ref_k, ref_v, problem.desc, problem.dtype);
-    const auto reference_grad = attention_backward(ref_q, ref_k, ref_v, ref_dout, reference, problem.desc, problem.dtype);
+    // The backward's exact gradient given what fattn_backward was handed: its o (fattn's stored
+    // forward output) enters D_i = dout_i . o_i, so the exact O would charge the forward's rounding
+    // to the backward.
+    auto backward_inputs = reference;
+    backward_inputs.o = gather<double>(host.o.view());
+    const auto reference_grad =
+        attention_backward(ref_q, ref_k, ref_v, ref_dout, backward_inputs, problem.desc, problem.dtype);
     const auto naive_q = gather<float>(host.q.view()), naive_k = gather<float>(host.k.view()),
                naive_v = gather<float>(host.v.view()), naive_dout = gather<float>(host.dout.view());
     const auto naive = attention_forward(naive_q, naive_k, naive_v, problem.desc, problem.dtype);
