@@ -4,7 +4,9 @@ P = exp(s - lse), out = P v; backward dP = dout v^T, D = rowsum(dout * out), dS 
 dq = scale dS k, dk = scale dS^T q, dv = P^T dout, dk/dv summed over each key/value head's group.
 
 The yardstick ("naive") is the same math in float32 with its outputs rounded to the storage dtype,
-its backward reading the stored (rounded) out like any backward given the forward's output; fattn
+and the matrices it hands to matrix products (P, and dS in the backward) held in the storage dtype,
+as PyTorch's math backend and tensor-core kernels do (tests/reference.h keeps the same policy); its
+backward reads the stored (rounded) out like any backward given the forward's output; fattn
 must stay within 2x its error against float64, plus a slack of a few float32 ulps of the sum of
 magnitudes of each element's terms: where terms cancel (a row with one key has dS = 0 exactly),
 an exp2-based kernel's last-bit differences in P show up unscaled by the result."""
@@ -46,12 +48,14 @@ def attention(q, k, v, dout, causal=False, scale=None, window=(-1, -1), storage=
         shifted = np.exp(scores - np.where(sees_nothing, real(0), row_max))
         lse = np.where(sees_nothing, real(-np.inf), row_max + np.log(shifted.sum(axis=-1, keepdims=True)))
         p = np.where(sees_nothing, real(0), np.exp(scores - np.where(sees_nothing, real(0), lse)))
-    out = stored(p @ v_per_q)
+    p_operand = stored(p)
+    out = stored(p_operand @ v_per_q)
     dp = dout @ v_per_q.swapaxes(-1, -2)
     ds = p * (dp - (dout * out).sum(axis=-1, keepdims=True))
-    dq = scale * (ds @ k_per_q)
-    dk_per_q = scale * (ds.swapaxes(-1, -2) @ q)
-    dv_per_q = p.swapaxes(-1, -2) @ dout
+    ds_operand = stored(ds)
+    dq = scale * (ds_operand @ k_per_q)
+    dk_per_q = scale * (ds_operand.swapaxes(-1, -2) @ q)
+    dv_per_q = p_operand.swapaxes(-1, -2) @ dout
     batch, heads_kv = k.shape[:2]
 
     def sum_over_group(x):
