@@ -37,7 +37,8 @@ public:
         if (bytes <= capacity_) return data_;
         void* grown = nullptr;
         if (allocation_should_fail())
-            fail(FATTN_ERROR_OUT_OF_MEMORY, "could not allocate ", bytes, " bytes of device workspace (injected)");
+            fail(FATTN_ERROR_OUT_OF_MEMORY, "could not allocate ", bytes,
+                 " bytes of device memory for the backward's workspace (injected failure)");
         check_cuda(cudaMallocAsync(&grown, bytes, stream), "allocating the backward's device workspace");
         if (data_ != nullptr) cudaFreeAsync(data_, stream);
         data_ = grown;
