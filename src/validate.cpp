@@ -159,9 +159,23 @@ fattn_attention_desc_t read_desc(const fattn_attention_desc_t* desc) {
     return resolved;
 }
 
+// What forward and backward both take, each checked on its own, in the order of the arguments.
+struct SharedArguments {
+    fattn_attention_desc_t desc;
+    CheckedTensor q, k, v, o;
+};
+
+SharedArguments check_shared(const fattn_attention_desc_t* desc, const fattn_tensor_t* q, const fattn_tensor_t* k,
+                             const fattn_tensor_t* v, const fattn_tensor_t* o) {
+    const fattn_attention_desc_t resolved = read_desc(desc);
+    return SharedArguments{resolved, check_tensor(q, "q"), check_tensor(k, "k"), check_tensor(v, "v"),
+                           check_tensor(o, "o")};
+}
+
 // Shapes of q, k, v agree; fills the sizes, scale and mask of `params`.
-void fill_problem(AttnParams& params, const fattn_attention_desc_t& desc, const CheckedTensor& q,
-                  const CheckedTensor& k, const CheckedTensor& v) {
+void fill_problem(AttnParams& params, const SharedArguments& shared) {
+    const fattn_attention_desc_t& desc = shared.desc;
+    const CheckedTensor &q = shared.q, &k = shared.k, &v = shared.v;
     check_same_dtype(k, q);
     check_same_dtype(v, q);
     if (k.shape(0) != q.shape(0))
@@ -206,14 +220,11 @@ int64_t dtype_size(DType dtype) noexcept { return dtype == DType::F32 ? 4 : 2; }
 AttnParams build_forward_params(const fattn_attention_desc_t* desc, const fattn_tensor_t* q_tensor,
                                 const fattn_tensor_t* k_tensor, const fattn_tensor_t* v_tensor,
                                 const fattn_tensor_t* o_tensor, const fattn_tensor_t* lse_tensor) {
-    const fattn_attention_desc_t resolved = read_desc(desc);
-    const CheckedTensor q = check_tensor(q_tensor, "q");
-    const CheckedTensor k = check_tensor(k_tensor, "k");
-    const CheckedTensor v = check_tensor(v_tensor, "v");
-    const CheckedTensor o = check_tensor(o_tensor, "o");
+    const SharedArguments shared = check_shared(desc, q_tensor, k_tensor, v_tensor, o_tensor);
+    const CheckedTensor &q = shared.q, &k = shared.k, &v = shared.v, &o = shared.o;
 
     AttnParams params;
-    fill_problem(params, resolved, q, k, v);
+    fill_problem(params, shared);
     check_matches(o, q, q);
     check_output(o, {&q, &k, &v});
     params.o = o.view();
@@ -232,11 +243,8 @@ AttnBwdParams build_backward_params(const fattn_attention_desc_t* desc, const fa
                                     const fattn_tensor_t* o_tensor, const fattn_tensor_t* dout_tensor,
                                     const fattn_tensor_t* lse_tensor, const fattn_tensor_t* dq_tensor,
                                     const fattn_tensor_t* dk_tensor, const fattn_tensor_t* dv_tensor) {
-    const fattn_attention_desc_t resolved = read_desc(desc);
-    const CheckedTensor q = check_tensor(q_tensor, "q");
-    const CheckedTensor k = check_tensor(k_tensor, "k");
-    const CheckedTensor v = check_tensor(v_tensor, "v");
-    const CheckedTensor o = check_tensor(o_tensor, "o");
+    const SharedArguments shared = check_shared(desc, q_tensor, k_tensor, v_tensor, o_tensor);
+    const CheckedTensor &q = shared.q, &k = shared.k, &v = shared.v, &o = shared.o;
     const CheckedTensor dout = check_tensor(dout_tensor, "dout");
     const CheckedTensor lse = check_tensor(lse_tensor, "lse");
     const CheckedTensor dq = check_tensor(dq_tensor, "dq");
@@ -244,7 +252,7 @@ AttnBwdParams build_backward_params(const fattn_attention_desc_t* desc, const fa
     const CheckedTensor dv = check_tensor(dv_tensor, "dv");
 
     AttnBwdParams params;
-    fill_problem(params, resolved, q, k, v);
+    fill_problem(params, shared);
     for (const CheckedTensor* like_q : {&o, &dout, &dq}) check_matches(*like_q, q, q);
     for (const CheckedTensor* like_k : {&dk, &dv}) check_matches(*like_k, k, q);
     check_lse(lse, q);
