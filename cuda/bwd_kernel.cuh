@@ -2,7 +2,8 @@
 // ldmatrix, cp.async), for every GPU of compute capability 8.0 and newer.
 //
 // Algorithm (P is recomputed from the forward's lse; nothing O(N^2) is stored):
-//   1. backward_preprocess: per query row, delta = rowsum(dO * O) and lse_log2 = lse * log2(e)
+//   1. backward_preprocess: per query row, delta = rowsum(dO * O) (summed by the mma sequence of
+//      dP, so that dP - delta is exactly 0 where O is one value row) and lse_log2 = lse * log2(e)
 //      (+inf for rows that see no key, so their P is exp2(-inf) = 0); zeroes the fp32 dQ sum.
 //   2. backward_dkdv_kernel: one block per (key tile of kBlockN keys, kv head, batch). K_j and V_j
 //      stay in shared memory; the block walks every (query head of the kv head's group, query tile
@@ -13,6 +14,10 @@
 //        dP^T = V_j dO_i^T               dS^T = P^T * (dP^T - delta)                 straddle a mask
 //        dV_j += P^T dO_i                dK_j += dS^T Q_i                            bound pay for it)
 //        dQ_i += dS K_j                  (fp32 atomics into dq_accum)
+//      Non-finite inputs reach exactly the gradients that read them: masked P/dS elements are set
+//      to exact zeros (not computed: a NaN lse or delta would make them NaN), and the operands they
+//      meet in an mma lose their NaN/Inf (tile::zero_nonfinite: K once per block, Q on masked
+//      steps), which the rows that read them no longer need, their lse or delta being NaN.
 //      Summing the group's query heads inside one block gives GQA/MQA dK/dV with no atomics and no
 //      fp32 dK/dV scratch. At the end dK *= scale and dK, dV are stored.
 //   3. without params.deterministic, backward_dq_convert: dq = dq_accum * scale in the storage
@@ -171,12 +176,20 @@ __device__ __forceinline__ int2 visible_keys(const MaskSpec& mask, int64_t row, 
 }
 
 // P = exp2(S * scale_log2 - lse_log2) and dS = P * (dP - delta), in place, for one element. A
-// masked score (-inf) gives P = 0 and dS = 0; so does a row with lse_log2 = +inf.
+// row with lse_log2 = +inf (no visible key, or padding) gets P = 0 and dS = 0; masked elements
+// are set to 0 afterwards (zero_masked), since a NaN lse or delta would make them NaN here.
 __device__ __forceinline__ void probability_and_gradient(float& s_to_p, float& dp_to_ds, float lse_log2,
                                                          float delta, float scale_log2) {
     const float p = ptx::exp2_approx(fmaf(s_to_p, scale_log2, -lse_log2));
     s_to_p = p;
     dp_to_ds = p * (dp_to_ds - delta);
+}
+
+// P = 0 and dS = 0, exactly, for a masked element (after probability_and_gradient): its row's
+// lse_log2 or delta may be NaN (a row that reads a NaN), and its key must not see it.
+__device__ __forceinline__ void zero_masked(float& p, float& ds) {
+    p = 0.0f;
+    ds = 0.0f;
 }
 
 __device__ __forceinline__ void atomic_add_pair(float* address, float first, float second) {
@@ -195,66 +208,84 @@ inline bool aligned16(const TensorView& view) {
 
 }  // namespace backward_detail
 
-// Threads per query row in the pre/post-processing kernels: one 16-byte chunk each, rounded up to
-// a power of two so a row's threads form an aligned group of a warp for the shuffle reduction.
-template <int kHeadDim>
-inline constexpr int kRowThreads = kHeadDim <= 32 ? 4 : (kHeadDim <= 64 ? 8 : (kHeadDim <= 128 ? 16 : 32));
 inline constexpr int kRowKernelThreads = 256;
+// Query rows per block of backward_preprocess: 16 per warp (one mma row tile).
+inline constexpr int kPreprocessRows = kRowKernelThreads / 32 * 16;
+static_assert(BackwardWorkspace::kRowPadding % 16 == 0, "a warp's 16 rows lie in one head");
 
+// Per query row: delta = rowsum(dO * O), lse_log2 = lse * log2(e) (+inf for a row that sees no
+// key, and for padding rows) and a zeroed dq_accum row. Warp w of the block owns 16 rows.
+// delta is summed by the same mma.m16n8k16 sequence (k ascending from a zero accumulator) that
+// forms dP = dO . V in the dK/dV and dQ kernels: where a row's O equals one value row V_j (a
+// one-hot softmax: large scores, a single visible key), dP - delta is then exactly 0 for key j,
+// as in exact arithmetic, instead of a rounding difference of |dO||V| * 2^-23 that dK = dS Q and
+// dQ = dS K multiply further (by ~1e17 for bf16 inputs of that size, overflowing fp32). The
+// product O_i . dO_i is the diagonal of the 16x16 block O dO^T of the warp's rows: its two
+// 16x8 halves are computed, each thread keeps the diagonal elements it holds.
 template <int kHeadDim, typename Element>
 __global__ void __launch_bounds__(kRowKernelThreads)
     backward_preprocess(const __grid_constant__ AttnBwdParams params, const BackwardWorkspace workspace,
                         bool vectorized) {
-    constexpr int kThreadsPerRow = kRowThreads<kHeadDim>;
     constexpr float kLog2e = 1.4426950408889634f;
-    const int64_t slot = static_cast<int64_t>(blockIdx.x) * (kRowKernelThreads / kThreadsPerRow) +
-                         threadIdx.x / kThreadsPerRow;  // (batch * heads_q + head) * padded_rows + row
-    const int column = (threadIdx.x % kThreadsPerRow) * tile::kChunk;
-    const int64_t head_row = slot / workspace.padded_rows;
-    const int64_t row = slot - head_row * workspace.padded_rows;
+    const int lane = threadIdx.x % 32;
+    // slot = (batch * heads_q + head) * padded_rows + row
+    const int64_t slot0 = static_cast<int64_t>(blockIdx.x) * kPreprocessRows + threadIdx.x / 32 * 16;
+    const int64_t head_row = slot0 / workspace.padded_rows;
+    const int64_t row0 = slot0 - head_row * workspace.padded_rows;
     const int64_t batch = head_row / params.heads_q;
     const int64_t head = head_row - batch * params.heads_q;
-    const bool real_row = batch < params.batch && row < params.seqlen_q;
+    if (batch >= params.batch) return;  // the whole warp
 
-    float dot = 0.0f;
-    if (real_row && column < params.head_dim) {
-        const Element* o = static_cast<const Element*>(params.o.data) + params.o.offset(batch, head, row) + column;
-        const Element* dout =
-            static_cast<const Element*>(params.dout.data) + params.dout.offset(batch, head, row) + column;
-        Element o_chunk[tile::kChunk];
-        Element dout_chunk[tile::kChunk];
-        if (vectorized) {
-            *reinterpret_cast<uint4*>(o_chunk) = *reinterpret_cast<const uint4*>(o);
-            *reinterpret_cast<uint4*>(dout_chunk) = *reinterpret_cast<const uint4*>(dout);
-        } else {
+    // Two adjacent elements (columns col, col + 1) of a row as one mma register; 0 past the row's
+    // end or head_dim (a multiple of 8, so both columns are in or out together).
+    const auto element_pair = [&](const TensorView& view, int64_t row, int col) -> uint32_t {
+        if (row >= params.seqlen_q || col >= params.head_dim) return 0u;
+        const Element* pair = static_cast<const Element*>(view.data) + view.offset(batch, head, row) + col;
+        if (vectorized) return *reinterpret_cast<const uint32_t*>(pair);
+        const uint16_t* bits = reinterpret_cast<const uint16_t*>(pair);
+        return static_cast<uint32_t>(bits[0]) | (static_cast<uint32_t>(bits[1]) << 16);
+    };
+    const int g = lane / 4;
+    const int col_in_step = (lane % 4) * 2;
+    float low[4] = {0.0f, 0.0f, 0.0f, 0.0f};   // O rows x dO rows 0-7 of the warp
+    float high[4] = {0.0f, 0.0f, 0.0f, 0.0f};  // O rows x dO rows 8-15
 #pragma unroll
-            for (int e = 0; e < tile::kChunk; ++e) {
-                o_chunk[e] = o[e];
-                dout_chunk[e] = dout[e];
-            }
-        }
-#pragma unroll
-        for (int e = 0; e < tile::kChunk; ++e)
-            dot += static_cast<float>(o_chunk[e]) * static_cast<float>(dout_chunk[e]);
+    for (int kk = 0; kk < kHeadDim / 16; ++kk) {
+        const int col = kk * 16 + col_in_step;
+        const uint32_t o_frag[4] = {element_pair(params.o, row0 + g, col), element_pair(params.o, row0 + g + 8, col),
+                                    element_pair(params.o, row0 + g, col + 8),
+                                    element_pair(params.o, row0 + g + 8, col + 8)};
+        const uint32_t dout_low[2] = {element_pair(params.dout, row0 + g, col),
+                                      element_pair(params.dout, row0 + g, col + 8)};
+        const uint32_t dout_high[2] = {element_pair(params.dout, row0 + g + 8, col),
+                                       element_pair(params.dout, row0 + g + 8, col + 8)};
+        ptx::mma_m16n8k16<Element>(low, o_frag, dout_low);
+        ptx::mma_m16n8k16<Element>(high, o_frag, dout_high);
     }
-#pragma unroll
-    for (int offset = kThreadsPerRow / 2; offset > 0; offset /= 2) dot += __shfl_xor_sync(0xffffffffu, dot, offset);
-
-    if (batch >= params.batch) return;
-    if (column == 0) {
+    // Thread (g, t) holds block elements (g, 2t), (g, 2t + 1) of `low` and (g + 8, 2t), (g + 8,
+    // 2t + 1) of `high`: the diagonal of rows g and g + 8 where 2t or 2t + 1 is g.
+    if (lane % 4 == g / 2) {
+        workspace.delta[slot0 + g] = low[g % 2];
+        workspace.delta[slot0 + g + 8] = high[2 + g % 2];
+    }
+    if (lane < 16) {
+        const int64_t row = row0 + lane;
         float lse_log2 = INFINITY;
-        if (real_row) {
+        if (row < params.seqlen_q) {
             const float lse = static_cast<const float*>(params.lse.data)[params.lse.offset(batch, head, row)];
             if (lse != -INFINITY) lse_log2 = lse * kLog2e;
         }
-        workspace.lse_log2[slot] = lse_log2;
-        workspace.delta[slot] = dot;
+        workspace.lse_log2[slot0 + lane] = lse_log2;
     }
-    if (workspace.dq_accum != nullptr && real_row && column < kHeadDim) {
-        float4* accum = reinterpret_cast<float4*>(workspace.dq_accum + (head_row * params.seqlen_q + row) * kHeadDim +
-                                                  column);
-        accum[0] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-        accum[1] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    if (workspace.dq_accum != nullptr) {
+        constexpr int kVectorsPerRow = kHeadDim / 4;
+#pragma unroll 1
+        for (int i = lane; i < 16 * kVectorsPerRow; i += 32) {
+            const int64_t row = row0 + i / kVectorsPerRow;
+            if (row >= params.seqlen_q) break;  // later i are later rows
+            reinterpret_cast<float4*>(workspace.dq_accum + (head_row * params.seqlen_q + row) * kHeadDim)[i % kVectorsPerRow] =
+                make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        }
     }
 }
 
@@ -363,6 +394,13 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
         load_step(Step{kv_head * params.heads_per_kv, first_row}, 0);
     }
     ptx::cp_async_commit();
+    if (steps > 0) {
+        // K without NaN/Inf for dQ += dS K, where masked (zero) dS elements meet every key; S^T
+        // needs no poisoned key either, as the rows that read one have a NaN lse (tile.cuh).
+        ptx::cp_async_wait<0>();
+        __syncthreads();
+        tile::zero_nonfinite<kBlockN, kHeadDim, Traits::kThreads>(smem_k, threadIdx.x);
+    }
 
     // Per-lane ldmatrix addresses. S^T/dP^T: K/V rows are A (plain), Q/dO rows B (plain).
     // dV/dK: P^T/dS^T rows are A (plain, for the partner warp's query half), dO/Q B (.trans).
@@ -390,6 +428,14 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
         __syncthreads();  // this step's Q/dO/lse/delta visible; every warp done with the last step
         if (stages == 2 && step + 1 < steps) load_step(next, stage ^ 1);
         ptx::cp_async_commit();
+        const int64_t row0 = current.row0;
+        const int rows = static_cast<int>(std::min<int64_t>(kBlockM, params.seqlen_q - row0));
+        const bool masked_step = !mask.tile_fully_visible(row0, row0 + rows, key0, key0 + kBlockN);
+        if (masked_step) {  // Q without NaN/Inf for dK += dS^T Q, where masked dS elements meet it
+            tile::zero_nonfinite<kBlockM, kHeadDim, Traits::kThreads>(smem_q + stage * Traits::kQElements,
+                                                                      threadIdx.x);
+            __syncthreads();
+        }
 
         // S^T = K Q^T and dP^T = V dO^T: this warp's kWarpKeys keys x kWarpQueries query rows.
         float s[kKeyTiles][kSTiles][4];
@@ -424,28 +470,9 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
             }
         }
 
-        // Element (key g [+8], query 2t [+1]) of each 16x8 tile: mask (straddling tiles only), then
-        // P^T and dS^T in place, published to shared memory for the partner warp and for dQ.
-        const int64_t row0 = current.row0;
-        const int rows = static_cast<int>(std::min<int64_t>(kBlockM, params.seqlen_q - row0));
-        if (!mask.tile_fully_visible(row0, row0 + rows, key0, key0 + kBlockN)) {
-#pragma unroll
-            for (int t = 0; t < kSTiles; ++t) {
-#pragma unroll
-                for (int e = 0; e < 2; ++e) {
-                    const int2 range =
-                        visible_keys<kBlockN>(mask, row0 + warp_query0 + t * 8 + (lane % 4) * 2 + e, key0);
-#pragma unroll
-                    for (int mt = 0; mt < kKeyTiles; ++mt) {
-#pragma unroll
-                        for (int h = 0; h < 2; ++h) {
-                            const int key = warp_key0 + mt * 16 + lane / 4 + h * 8;
-                            if (key < range.x || key >= range.y) s[mt][t][h * 2 + e] = -INFINITY;
-                        }
-                    }
-                }
-            }
-        }
+        // Element (key g [+8], query 2t [+1]) of each 16x8 tile: P^T and dS^T in place, then zero
+        // where masked (straddling tiles only), published to shared memory for the partner warp
+        // and for dQ.
         const float* lse_log2 = smem_lse + stage * kBlockM + warp_query0;
         const float* delta = smem_delta + stage * kBlockM + warp_query0;
 #pragma unroll
@@ -461,6 +488,24 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
                     for (int h = 0; h < 2; ++h)
                         probability_and_gradient(s[mt][t][h * 2 + e], dp[mt][t][h * 2 + e], row_lse_log2, row_delta,
                                                  params.scale_log2);
+            }
+        }
+        if (masked_step) {
+#pragma unroll
+            for (int t = 0; t < kSTiles; ++t) {
+#pragma unroll
+                for (int e = 0; e < 2; ++e) {
+                    const int2 range =
+                        visible_keys<kBlockN>(mask, row0 + warp_query0 + t * 8 + (lane % 4) * 2 + e, key0);
+#pragma unroll
+                    for (int mt = 0; mt < kKeyTiles; ++mt) {
+#pragma unroll
+                        for (int h = 0; h < 2; ++h) {
+                            const int key = warp_key0 + mt * 16 + lane / 4 + h * 8;
+                            if (key < range.x || key >= range.y) zero_masked(s[mt][t][h * 2 + e], dp[mt][t][h * 2 + e]);
+                        }
+                    }
+                }
             }
         }
         // Packed to the storage dtype once: two queries per register, [key tile][query tile][row g / g+8].
@@ -712,6 +757,12 @@ __global__ void __launch_bounds__(Traits::kDqThreads)
         ptx::cp_async_commit();
         ptx::cp_async_wait<1>();
         __syncthreads();
+        const int64_t key0 = (work.first_key_tile + i) * kBlockN;
+        const bool masked_tile = !mask.tile_fully_visible(work.row0, work.row0 + work.rows, key0, key0 + kBlockN);
+        if (masked_tile) {  // K without NaN/Inf for dQ += dS K, where masked dS elements meet it
+            tile::zero_nonfinite<kBlockN, kHeadDim, Traits::kDqThreads>(smem_k + stage * kKVElements, threadIdx.x);
+            __syncthreads();
+        }
 
         float s[kSTiles][4];
         float dp[kSTiles][4];
@@ -736,8 +787,12 @@ __global__ void __launch_bounds__(Traits::kDqThreads)
             }
         }
 
-        const int64_t key0 = (work.first_key_tile + i) * kBlockN;
-        if (!mask.tile_fully_visible(work.row0, work.row0 + work.rows, key0, key0 + kBlockN)) {
+#pragma unroll
+        for (int t = 0; t < kSTiles; ++t)
+#pragma unroll
+            for (int c = 0; c < 4; ++c)
+                probability_and_gradient(s[t][c], dp[t][c], lse_log2[c / 2], delta[c / 2], params.scale_log2);
+        if (masked_tile) {
 #pragma unroll
             for (int half = 0; half < 2; ++half) {
                 const int2 range = visible_keys<kBlockN>(mask, warp_row0 + lane / 4 + half * 8, key0);
@@ -746,16 +801,11 @@ __global__ void __launch_bounds__(Traits::kDqThreads)
 #pragma unroll
                     for (int e = 0; e < 2; ++e) {
                         const int key = t * 8 + (lane % 4) * 2 + e;
-                        if (key < range.x || key >= range.y) s[t][half * 2 + e] = -INFINITY;
+                        if (key < range.x || key >= range.y) zero_masked(s[t][half * 2 + e], dp[t][half * 2 + e]);
                     }
                 }
             }
         }
-#pragma unroll
-        for (int t = 0; t < kSTiles; ++t)
-#pragma unroll
-            for (int c = 0; c < 4; ++c)
-                probability_and_gradient(s[t][c], dp[t][c], lse_log2[c / 2], delta[c / 2], params.scale_log2);
 
 #pragma unroll
         for (int kk = 0; kk < kBlockN / 16; ++kk) {
@@ -841,10 +891,9 @@ void run_backward(const AttnBwdParams& params, const BackwardWorkspace& workspac
                             aligned16(params.dk) && aligned16(params.dv);
     const int64_t key_tiles = (params.seqlen_k + Traits::kBlockN - 1) / Traits::kBlockN;
     const int64_t query_tiles = (params.seqlen_q + Traits::kDqBlockM - 1) / Traits::kDqBlockM;
-    constexpr int64_t kRowsPerBlock = kRowKernelThreads / kRowThreads<kHeadDim>;
     constexpr int64_t kChunksPerRow = kHeadDim / tile::kChunk;
     const unsigned preprocess_blocks = grid_size(
-        (params.batch * params.heads_q * workspace.padded_rows + kRowsPerBlock - 1) / kRowsPerBlock,
+        (params.batch * params.heads_q * workspace.padded_rows + kPreprocessRows - 1) / kPreprocessRows,
         "batch * heads * rows / rows-per-block (preprocess)");
     const unsigned dkdv_blocks = grid_size(key_tiles * params.heads_kv * params.batch, "batch * kv heads * key tiles");
     const int64_t dq_chunks = params.batch * params.heads_q * params.seqlen_q * kChunksPerRow;

@@ -6,11 +6,13 @@
 // a two-stage cp.async pipeline, last tile first, so the tiles that straddle the sequence end or
 // the causal diagonal come first and every later tile skips the per-element mask. Per tile:
 //   S = Q K^T                 (fp32 accumulators, Q and K fragments by ldmatrix)
-//   mask S (straddling tiles only: a runtime branch per tile, no extra instantiation)
+//   mask S (straddling tiles only: a runtime branch per tile, no extra instantiation); such a
+//   tile's P V also runs without V's NaN/Inf values, added back to the rows that see them
 //   online softmax in base 2: m = max(m, rowmax S); P = exp2(S * scale_log2 - m * scale_log2);
 //   O = O * exp2(m_old - m) + P V   (P stays in registers as the A operand; V by ldmatrix.trans)
 // At the end O /= rowsum(P) and lse = m * scale + ln(rowsum). A row with no visible key keeps
-// rowsum 0: its output is zeros and its lse -inf.
+// rowsum 0: its output is zeros and its lse -inf. A row that reads a NaN or infinite q or k has
+// a NaN rowsum, hence a NaN o and lse.
 //
 // Layouts. Global tensors are any-strided [batch, head, row, head_dim] with a contiguous head_dim
 // (TensorView; all index arithmetic in int64). Query head h reads key/value head
@@ -99,6 +101,39 @@ __device__ __forceinline__ void mask_scores(float (&s)[Traits::kMTiles][Traits::
                 for (int e = 0; e < 2; ++e) {
                     const int key = nt * 8 + (lane % 4) * 2 + e;
                     if (key < begin || key >= end) s[mt][nt][half * 2 + e] = -INFINITY;
+                }
+            }
+        }
+    }
+}
+
+// A masked tile's P V runs on a V tile whose NaNs and infinities were replaced by 0 (its exact-zero
+// P elements would turn them into NaNs of rows that never see them). After the last tile, this
+// adds every non-finite V[key][column] of keys [key_begin, key_end) (`v` points at key 0) to the
+// O elements of its column whose rows see the key, so exactly the rows that read a non-finite
+// value come out non-finite (an unmasked tile's contribution, already non-finite, stays so).
+// Runs only for a block that met one: slow, one key at a time.
+template <class Traits>
+__device__ __forceinline__ void add_nonfinite_values(ForwardAccumulators<Traits>& acc,
+                                                     const typename Traits::Element* v, int64_t row_stride,
+                                                     int64_t key_begin, int64_t key_end, int head_dim,
+                                                     const MaskSpec& mask, int64_t warp_row0, int lane) {
+#pragma unroll 1
+    for (int64_t key = key_begin; key < key_end; ++key) {
+#pragma unroll
+        for (int mt = 0; mt < Traits::kMTiles; ++mt) {
+#pragma unroll
+            for (int half = 0; half < 2; ++half) {
+                const int64_t row = warp_row0 + mt * 16 + lane / 4 + half * 8;
+                if (key < mask.key_begin(row) || key >= mask.key_end(row)) continue;
+#pragma unroll
+                for (int ot = 0; ot < Traits::kOTiles; ++ot) {
+#pragma unroll
+                    for (int e = 0; e < 2; ++e) {
+                        const int col = ot * 8 + (lane % 4) * 2 + e;
+                        const float value = col < head_dim ? static_cast<float>(v[key * row_stride + col]) : 0.0f;
+                        if (!isfinite(value)) acc.o[mt][ot][half * 2 + e] += value;
+                    }
                 }
             }
         }
@@ -246,6 +281,7 @@ __global__ void __launch_bounds__(Traits::kThreads) forward_kernel(const __grid_
     constexpr uint32_t kElementBytes = sizeof(Element);
     constexpr uint32_t kStageBytes = Traits::kKVElements * kElementBytes;
 
+    bool nonfinite_values = false;  // a masked tile's V held a NaN or infinity (add_nonfinite_values)
     for (int i = 0; i < tile_count; ++i) {
         const int key_tile = last_tile - i;
         const int stage = i % Traits::kStages;
@@ -288,12 +324,17 @@ __global__ void __launch_bounds__(Traits::kThreads) forward_kernel(const __grid_
         }
 
         const int64_t key0 = static_cast<int64_t>(key_tile) * kBlockN;
-        if (!params.mask.tile_fully_visible(row0, row0 + rows, key0, key0 + kBlockN))
-            mask_scores<Traits>(s, params.mask, warp_row0, key0, lane);
+        const bool masked = !params.mask.tile_fully_visible(row0, row0 + rows, key0, key0 + kBlockN);
+        if (masked) mask_scores<Traits>(s, params.mask, warp_row0, key0, lane);
         online_softmax<Traits>(s, acc, params.scale_log2);
 
         ptx::cp_async_wait<2>();
         __syncthreads();  // V_i visible to every warp
+        Element* v_tile = smem_v + stage * Traits::kKVElements;
+        // A masked tile's P V runs without V's NaNs and infinities, added back after the loop.
+        if (masked && __syncthreads_or(tile::zero_nonfinite<kBlockN, Traits::kHeadDim, Traits::kThreads>(
+                          v_tile, static_cast<int>(threadIdx.x))))
+            nonfinite_values = true;
 
         const uint32_t v_stage = v_lane + stage * kStageBytes;
 #pragma unroll
@@ -316,6 +357,9 @@ __global__ void __launch_bounds__(Traits::kThreads) forward_kernel(const __grid_
             }
         }
     }
+    if (nonfinite_values)
+        add_nonfinite_values<Traits>(acc, v, params.v.row_stride, key_begin, key_end, head_dim, params.mask, warp_row0,
+                                     lane);
     // With no visible key tile, other threads' copies into this warp's Q rows may still be in
     // flight: wait for them all before the rows are reused for O.
     ptx::cp_async_wait<0>();
@@ -330,7 +374,9 @@ __global__ void __launch_bounds__(Traits::kThreads) forward_kernel(const __grid_
 #pragma unroll
         for (int half = 0; half < 2; ++half) {
             const float sum = tile::quad_sum(acc.row_sum[mt][half]);
-            const float inverse = sum > 0.0f ? 1.0f / sum : 0.0f;
+            // Only a row that saw no key has sum 0; a NaN sum (a NaN score or an infinite one)
+            // makes the row's o and lse NaN, which the backward relies on (bwd_kernel.cuh).
+            const float inverse = sum == 0.0f ? 0.0f : 1.0f / sum;
             const int row = mt * 16 + lane / 4 + half * 8;
 #pragma unroll
             for (int ot = 0; ot < Traits::kOTiles; ++ot) {
@@ -340,7 +386,7 @@ __global__ void __launch_bounds__(Traits::kThreads) forward_kernel(const __grid_
             }
             const int64_t global_row = warp_row0 + row;
             if (lse != nullptr && lane % 4 == 0 && global_row < params.seqlen_q) {
-                const float value = sum > 0.0f ? acc.row_max[mt][half] * params.scale + logf(sum) : -INFINITY;
+                const float value = sum == 0.0f ? -INFINITY : acc.row_max[mt][half] * params.scale + logf(sum);
                 lse[params.lse.offset(batch, head, global_row)] = value;
             }
         }

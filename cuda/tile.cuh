@@ -11,6 +11,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <type_traits>
 
 #include "params.h"
 #include "ptx.cuh"
@@ -100,6 +101,41 @@ __device__ __forceinline__ void store_tile(Element* global, const Element* smem,
             for (int e = 0; e < kChunk; ++e) destination[e] = source[e];
         }
     }
+}
+
+// Replaces every NaN and infinity of a padded kRows x kCols shared tile by 0, 16 bytes at a time;
+// the kThreads threads numbered `thread` cooperate (the caller's barriers order it with the
+// tile's other readers and writers). Returns whether this thread replaced anything. It serves the
+// operands that a masked P or dS (exactly 0) multiplies in an mma: 0 * NaN would carry a
+// non-finite input to rows or keys that never read it. The backward loses nothing by it: a row
+// that reads a non-finite q or k has a NaN lse (or a non-finite o, hence delta), so its P or dS is
+// non-finite on every key it sees (bwd_kernel.cuh); the forward adds the replaced values of V back
+// to the rows that see them (fwd_kernel.cuh).
+template <int kRows, int kCols, int kThreads, typename Element>
+__device__ __forceinline__ bool zero_nonfinite(Element* smem, int thread) {
+    static_assert(sizeof(Element) == 2, "16-bit elements, two per word");
+    // A 16-bit float is non-finite when its exponent bits are all ones.
+    constexpr uint32_t kExponent = std::is_same_v<Element, __nv_bfloat16> ? 0x7f80u : 0x7c00u;
+    const auto keep_finite = [](uint32_t word) {
+        const uint32_t low = (word & kExponent) == kExponent ? 0xffff0000u : 0xffffffffu;
+        const uint32_t high = ((word >> 16) & kExponent) == kExponent ? 0x0000ffffu : 0xffffffffu;
+        return word & low & high;
+    };
+    constexpr int kChunksPerRow = kCols / kChunk;
+    bool replaced = false;
+#pragma unroll 1
+    for (int chunk = thread; chunk < kRows * kChunksPerRow; chunk += kThreads) {
+        uint4* address = reinterpret_cast<uint4*>(smem + (chunk / kChunksPerRow) * kPaddedRow<kCols> +
+                                                  (chunk % kChunksPerRow) * kChunk);
+        const uint4 words = *address;
+        const uint4 finite =
+            make_uint4(keep_finite(words.x), keep_finite(words.y), keep_finite(words.z), keep_finite(words.w));
+        if (finite.x != words.x || finite.y != words.y || finite.z != words.z || finite.w != words.w) {
+            *address = finite;
+            replaced = true;
+        }
+    }
+    return replaced;
 }
 
 // The four mma accumulator registers of two adjacent 8-column tiles (C layout: row g holds
