@@ -147,16 +147,6 @@ __device__ __forceinline__ int cols_first_offset(int lane) {
     return ((lane / 16) * 8 + lane % 8) * kRow + ((lane / 8) % 2) * 8;
 }
 
-// d0 += a * (b[0], b[1]) and d1 += a * (b[2], b[3]): the two 8-column tiles of one x4 B load.
-template <typename Element>
-__device__ __forceinline__ void mma_pair(float (&d0)[4], float (&d1)[4], const uint32_t (&a)[4],
-                                         const uint32_t (&b)[4]) {
-    const uint32_t b_left[2] = {b[0], b[1]};
-    const uint32_t b_right[2] = {b[2], b[3]};
-    ptx::mma_m16n8k16<Element>(d0, a, b_left);
-    ptx::mma_m16n8k16<Element>(d1, a, b_right);
-}
-
 template <int kTiles>
 __device__ __forceinline__ void zero(float (&accumulators)[kTiles][4]) {
 #pragma unroll
@@ -464,8 +454,8 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
                 ptx::ldmatrix_x4(dout_frag, dout_b + offset);
 #pragma unroll
                 for (int mt = 0; mt < kKeyTiles; ++mt) {
-                    mma_pair<Element>(s[mt][2 * np], s[mt][2 * np + 1], k_frag[mt], q_frag);
-                    mma_pair<Element>(dp[mt][2 * np], dp[mt][2 * np + 1], v_frag[mt], dout_frag);
+                    ptx::mma_pair<Element>(s[mt][2 * np], s[mt][2 * np + 1], k_frag[mt], q_frag);
+                    ptx::mma_pair<Element>(dp[mt][2 * np], dp[mt][2 * np + 1], v_frag[mt], dout_frag);
                 }
             }
         }
@@ -541,8 +531,8 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
                 ptx::ldmatrix_x4_trans(q_frag, q_bt + offset);
 #pragma unroll
                 for (int mt = 0; mt < kKeyTiles; ++mt) {
-                    mma_pair<Element>(dv[mt][2 * cp], dv[mt][2 * cp + 1], p_frag[mt], dout_frag);
-                    mma_pair<Element>(dk[mt][2 * cp], dk[mt][2 * cp + 1], ds_frag[mt], q_frag);
+                    ptx::mma_pair<Element>(dv[mt][2 * cp], dv[mt][2 * cp + 1], p_frag[mt], dout_frag);
+                    ptx::mma_pair<Element>(dk[mt][2 * cp], dk[mt][2 * cp + 1], ds_frag[mt], q_frag);
                 }
             }
         };
@@ -594,7 +584,7 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
                     ptx::ldmatrix_x4_trans(k_frag, k_bt + (kk * 16 * kRow + cp * 16) * kElementBytes);
 #pragma unroll
                     for (int mt = 0; mt < Traits::kDqMTiles; ++mt)
-                        mma_pair<Element>(dq[mt][2 * cp], dq[mt][2 * cp + 1], ds_frag[mt], k_frag);
+                        ptx::mma_pair<Element>(dq[mt][2 * cp], dq[mt][2 * cp + 1], ds_frag[mt], k_frag);
                 }
             }
             float* accum = workspace.dq_accum + ((batch * params.heads_q + current.head) * params.seqlen_q + row0) *
@@ -782,8 +772,8 @@ __global__ void __launch_bounds__(Traits::kDqThreads)
                 uint32_t v_frag[4];
                 ptx::ldmatrix_x4(k_frag, k_b + offset);
                 ptx::ldmatrix_x4(v_frag, v_b + offset);
-                mma_pair<Element>(s[2 * np], s[2 * np + 1], q_frag, k_frag);
-                mma_pair<Element>(dp[2 * np], dp[2 * np + 1], dout_frag, v_frag);
+                ptx::mma_pair<Element>(s[2 * np], s[2 * np + 1], q_frag, k_frag);
+                ptx::mma_pair<Element>(dp[2 * np], dp[2 * np + 1], dout_frag, v_frag);
             }
         }
 
@@ -815,7 +805,7 @@ __global__ void __launch_bounds__(Traits::kDqThreads)
             for (int cp = 0; cp < kOTiles / 2; ++cp) {
                 uint32_t k_frag[4];
                 ptx::ldmatrix_x4_trans(k_frag, k_bt + stage_offset + (kk * 16 * kRow + cp * 16) * kElementBytes);
-                mma_pair<Element>(dq[2 * cp], dq[2 * cp + 1], ds_frag, k_frag);
+                ptx::mma_pair<Element>(dq[2 * cp], dq[2 * cp + 1], ds_frag, k_frag);
             }
         }
     }

@@ -313,13 +313,9 @@ __global__ void __launch_bounds__(Traits::kThreads) forward_kernel(const __grid_
             for (int np = 0; np < Traits::kSTiles / 2; ++np) {
                 uint32_t b[4];
                 ptx::ldmatrix_x4(b, k_stage + (np * 16 * kRow + kk * 16) * kElementBytes);
-                const uint32_t b_left[2] = {b[0], b[1]};
-                const uint32_t b_right[2] = {b[2], b[3]};
 #pragma unroll
-                for (int mt = 0; mt < Traits::kMTiles; ++mt) {
-                    ptx::mma_m16n8k16<Element>(s[mt][2 * np], a[mt], b_left);
-                    ptx::mma_m16n8k16<Element>(s[mt][2 * np + 1], a[mt], b_right);
-                }
+                for (int mt = 0; mt < Traits::kMTiles; ++mt)
+                    ptx::mma_pair<Element>(s[mt][2 * np], s[mt][2 * np + 1], a[mt], b);
             }
         }
 
@@ -347,13 +343,9 @@ __global__ void __launch_bounds__(Traits::kThreads) forward_kernel(const __grid_
             for (int dp = 0; dp < Traits::kOTiles / 2; ++dp) {
                 uint32_t b[4];
                 ptx::ldmatrix_x4_trans(b, v_stage + (kk * 16 * kRow + dp * 16) * kElementBytes);
-                const uint32_t b_left[2] = {b[0], b[1]};
-                const uint32_t b_right[2] = {b[2], b[3]};
 #pragma unroll
-                for (int mt = 0; mt < Traits::kMTiles; ++mt) {
-                    ptx::mma_m16n8k16<Element>(acc.o[mt][2 * dp], p[mt], b_left);
-                    ptx::mma_m16n8k16<Element>(acc.o[mt][2 * dp + 1], p[mt], b_right);
-                }
+                for (int mt = 0; mt < Traits::kMTiles; ++mt)
+                    ptx::mma_pair<Element>(acc.o[mt][2 * dp], acc.o[mt][2 * dp + 1], p[mt], b);
             }
         }
     }

@@ -37,6 +37,17 @@ __device__ __forceinline__ void mma_m16n8k16<__nv_bfloat16>(float (&d)[4], const
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
 }
 
+// d0 += a * (b[0], b[1]) and d1 += a * (b[2], b[3]): the two 8-column tiles of one ldmatrix.x4
+// B load, the shape in which every kernel feeds the tensor cores.
+template <typename Element>
+__device__ __forceinline__ void mma_pair(float (&d0)[4], float (&d1)[4], const uint32_t (&a)[4],
+                                         const uint32_t (&b)[4]) {
+    const uint32_t b_left[2] = {b[0], b[1]};
+    const uint32_t b_right[2] = {b[2], b[3]};
+    mma_m16n8k16<Element>(d0, a, b_left);
+    mma_m16n8k16<Element>(d1, a, b_right);
+}
+
 // Four 8x8 b16 matrices from shared memory; lane l supplies the row address for matrix l / 8.
 __device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], uint32_t address) {
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
