@@ -50,8 +50,6 @@ struct MaskSpec {
     int64_t window_left = -1;
     int64_t window_right = -1;
 
-    FATTN_HOST_DEVICE bool is_masked() const { return window_left >= 0 || window_right >= 0; }
-
     FATTN_HOST_DEVICE int64_t key_begin(int64_t row) const {
         if (window_left < 0) return 0;
         const int64_t first = row + diag_offset - window_left;

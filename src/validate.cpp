@@ -32,6 +32,9 @@ struct CheckedTensor {
     }
 };
 
+// Bytes of one element of a storage dtype.
+int64_t dtype_size(DType dtype) { return dtype == DType::F32 ? 4 : 2; }
+
 bool is_dtype(int32_t value) {
     return value == FATTN_DTYPE_F32 || value == FATTN_DTYPE_F16 || value == FATTN_DTYPE_BF16;
 }
@@ -214,8 +217,6 @@ void fill_problem(AttnParams& params, const SharedArguments& shared) {
 }
 
 }  // namespace
-
-int64_t dtype_size(DType dtype) noexcept { return dtype == DType::F32 ? 4 : 2; }
 
 AttnParams build_forward_params(const fattn_attention_desc_t* desc, const fattn_tensor_t* q_tensor,
                                 const fattn_tensor_t* k_tensor, const fattn_tensor_t* v_tensor,

@@ -18,7 +18,4 @@ AttnBwdParams build_backward_params(const fattn_attention_desc_t* desc, const fa
                                     const fattn_tensor_t* lse, const fattn_tensor_t* dq,
                                     const fattn_tensor_t* dk, const fattn_tensor_t* dv);
 
-// Bytes of one element of a storage dtype.
-int64_t dtype_size(DType dtype) noexcept;
-
 }  // namespace fattn
