@@ -2,6 +2,8 @@
 // pointer checks, and CUDA errors turned into statuses. Kernels live behind launch.h.
 #include <cuda_runtime.h>
 
+#include <cstdlib>
+#include <cstring>
 #include <memory>
 
 #include "backend.h"
@@ -56,6 +58,7 @@ public:
     CudaBackend() {
         check_cuda(cudaGetDevice(&device_id_), "cudaGetDevice");
         check_cuda(cudaGetDeviceProperties(&device_, device_id_), "cudaGetDeviceProperties");
+        kernels_ = choose_kernels(device_);
     }
 
     fattn_backend_t kind() const noexcept override { return FATTN_BACKEND_CUDA; }
@@ -77,7 +80,7 @@ public:
 
     void forward(const AttnParams& params) override {
         ScopedDevice on_device(device_id_);
-        cuda::launch_forward(params, device_, stream_);
+        cuda::launch_forward(params, device_, kernels_, stream_);
         check_cuda(cudaGetLastError(), "launching the forward kernel");
     }
 
@@ -106,6 +109,15 @@ private:
     private:
         int previous_ = 0;
     };
+
+    // Hopper's own kernels on compute capability 9.0 unless FATTN_CUDA_KERNELS=sm80 asks for the
+    // portable ones (to compare the two, or to test the sm_80 path on a Hopper GPU).
+    static cuda::KernelFamily choose_kernels(const cudaDeviceProp& device) {
+        const char* requested = std::getenv("FATTN_CUDA_KERNELS");
+        const bool portable = requested != nullptr && std::strcmp(requested, "sm80") == 0;
+        return device.major == 9 && device.minor == 0 && !portable ? cuda::KernelFamily::Hopper
+                                                                   : cuda::KernelFamily::Sm80;
+    }
 
     static void check_problem(const AttnParams& params) {
         if (params.dtype == DType::F32)
@@ -136,6 +148,7 @@ private:
 
     int device_id_ = 0;
     cudaDeviceProp device_{};
+    cuda::KernelFamily kernels_ = cuda::KernelFamily::Sm80;
     cudaStream_t stream_ = nullptr;
     DeviceWorkspace workspace_;
 };

@@ -58,12 +58,12 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
-#include <atomic>
 #include <cmath>
 #include <cstdint>
 
 #include "bwd_launch.cuh"
 #include "error.h"
+#include "launch_config.h"
 #include "params.h"
 #include "ptx.cuh"
 #include "tile.cuh"
@@ -831,37 +831,6 @@ __global__ void __launch_bounds__(Traits::kDqThreads)
         params.dq.row_stride, warp_rows, head_dim, vectorized, lane);
 }
 
-namespace backward_detail {
-
-// Raises a kernel's dynamic shared-memory limit once per device (needed above 48 KB); racing
-// first calls from several threads set the same value, which is harmless.
-template <auto kKernel>
-void allow_shared_memory(int bytes) {
-    constexpr int kMaxDevices = 64;
-    static std::atomic<bool> configured[kMaxDevices] = {};
-    int device_id = 0;
-    if (cudaGetDevice(&device_id) != cudaSuccess) return;  // the caller reports cudaGetLastError()
-    if (device_id < kMaxDevices && configured[device_id].load(std::memory_order_acquire)) return;
-    if (cudaFuncSetAttribute(kKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes) != cudaSuccess) return;
-    if (device_id < kMaxDevices) configured[device_id].store(true, std::memory_order_release);
-}
-
-inline void require_shared_memory(int bytes, const cudaDeviceProp& device, const AttnBwdParams& params,
-                                  const char* kernel_name) {
-    if (static_cast<size_t>(bytes) > device.sharedMemPerBlockOptin)
-        fail(FATTN_ERROR_UNSUPPORTED, "q.shape[3]=", params.head_dim, ": the backward's ", kernel_name, " needs ",
-             bytes, " bytes of shared memory per block; this GPU (", device.name, ") allows ",
-             device.sharedMemPerBlockOptin);
-}
-
-inline unsigned grid_size(int64_t blocks, const char* what) {
-    if (blocks > INT32_MAX)
-        fail(FATTN_ERROR_UNSUPPORTED, what, " = ", blocks, " blocks exceeds the CUDA grid limit of 2^31 - 1");
-    return static_cast<unsigned>(blocks);
-}
-
-}  // namespace backward_detail
-
 template <int kHeadDim, typename Element>
 void run_backward(const AttnBwdParams& params, const BackwardWorkspace& workspace, const cudaDeviceProp& device,
                   cudaStream_t stream) {
@@ -871,8 +840,8 @@ void run_backward(const AttnBwdParams& params, const BackwardWorkspace& workspac
     constexpr auto dq_kernel = backward_dq_kernel<Traits, Element>;
     const int stages = static_cast<size_t>(Traits::shared_bytes(2)) <= device.sharedMemPerBlockOptin ? 2 : 1;
     const int dkdv_bytes = Traits::shared_bytes(stages);
-    require_shared_memory(dkdv_bytes, device, params, "dK/dV kernel");
-    if (params.deterministic) require_shared_memory(Traits::kDqSharedBytes, device, params, "dQ kernel");
+    require_shared_memory(dkdv_bytes, device, params, "backward's dK/dV kernel");
+    if (params.deterministic) require_shared_memory(Traits::kDqSharedBytes, device, params, "backward's dQ kernel");
     allow_shared_memory<dkdv_kernel>(dkdv_bytes);
     if (params.deterministic) allow_shared_memory<dq_kernel>(Traits::kDqSharedBytes);
 

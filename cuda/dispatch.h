@@ -23,6 +23,13 @@
         else { constexpr int CONST_NAME = 256; return __VA_ARGS__(); }                         \
     }()
 
+// FATTN_SM90_HEADDIM_SWITCH(head_dim, kHeadDim, ...): the Hopper kernels' tile widths (head_dim <= 128).
+#define FATTN_SM90_HEADDIM_SWITCH(HEAD_DIM, CONST_NAME, ...)                                  \
+    [&] {                                                                                      \
+        if ((HEAD_DIM) <= 64) { constexpr int CONST_NAME = 64; return __VA_ARGS__(); }         \
+        else { constexpr int CONST_NAME = 128; return __VA_ARGS__(); }                         \
+    }()
+
 // FATTN_DTYPE_SWITCH(dtype, Element, ...): runs the body with `using Element = __half` or
 // `__nv_bfloat16`. Only 16-bit dtypes reach the kernels (CudaBackend::check_* refuses f32).
 #define FATTN_DTYPE_SWITCH(DTYPE, TYPE_NAME, ...)                                              \

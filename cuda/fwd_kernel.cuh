@@ -38,11 +38,12 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
-#include <atomic>
 #include <cstdint>
 
 #include "error.h"
 #include "fwd_launch.h"
+#include "fwd_softmax.cuh"
+#include "launch_config.h"
 #include "params.h"
 #include "ptx.cuh"
 #include "tile.cuh"
@@ -72,120 +73,6 @@ struct ForwardTraits {
         static_cast<int>(sizeof(Element)) * (kQElements + 2 * kStages * kKVElements);
     static_assert(kHeadDim % 16 == 0 && kBlockN % 16 == 0, "mma k-steps are 16 wide");
 };
-
-// This thread's share of its warp's O accumulators and online-softmax state: rows g and g + 8
-// (g = lane / 4) of each of the warp's 16-row tiles.
-template <class Traits>
-struct ForwardAccumulators {
-    float o[Traits::kMTiles][Traits::kOTiles][4];
-    float row_max[Traits::kMTiles][2];
-    float row_sum[Traits::kMTiles][2];  // this thread's partial sums; quad-reduced at the end
-};
-
-// Sets S to -inf where (row, key) is invisible: key outside [key_begin(row), key_end(row)), which
-// also excludes keys >= seqlen_k.
-template <class Traits>
-__device__ __forceinline__ void mask_scores(float (&s)[Traits::kMTiles][Traits::kSTiles][4], const MaskSpec& mask,
-                                            int64_t warp_row0, int64_t key0, int lane) {
-#pragma unroll
-    for (int mt = 0; mt < Traits::kMTiles; ++mt) {
-#pragma unroll
-        for (int half = 0; half < 2; ++half) {
-            const int64_t row = warp_row0 + mt * 16 + lane / 4 + half * 8;
-            // Clamped to the tile, the bounds fit in int: fewer registers in this branch.
-            const int begin = static_cast<int>(std::clamp<int64_t>(mask.key_begin(row) - key0, 0, Traits::kBlockN));
-            const int end = static_cast<int>(std::clamp<int64_t>(mask.key_end(row) - key0, 0, Traits::kBlockN));
-#pragma unroll
-            for (int nt = 0; nt < Traits::kSTiles; ++nt) {
-#pragma unroll
-                for (int e = 0; e < 2; ++e) {
-                    const int key = nt * 8 + (lane % 4) * 2 + e;
-                    if (key < begin || key >= end) s[mt][nt][half * 2 + e] = -INFINITY;
-                }
-            }
-        }
-    }
-}
-
-// A masked tile's P V runs on a V tile whose NaNs and infinities were replaced by 0 (its exact-zero
-// P elements would turn them into NaNs of rows that never see them). After the last tile, this
-// adds every non-finite V[key][column] of keys [key_begin, key_end) (`v` points at key 0) to the
-// O elements of its column whose rows see the key, so exactly the rows that read a non-finite
-// value come out non-finite (an unmasked tile's contribution, already non-finite, stays so).
-// Runs only for a block that met one: slow, one key at a time.
-template <class Traits>
-__device__ __forceinline__ void add_nonfinite_values(ForwardAccumulators<Traits>& acc,
-                                                     const typename Traits::Element* v, int64_t row_stride,
-                                                     int64_t key_begin, int64_t key_end, int head_dim,
-                                                     const MaskSpec& mask, int64_t warp_row0, int lane) {
-#pragma unroll 1
-    for (int64_t key = key_begin; key < key_end; ++key) {
-#pragma unroll
-        for (int mt = 0; mt < Traits::kMTiles; ++mt) {
-#pragma unroll
-            for (int half = 0; half < 2; ++half) {
-                const int64_t row = warp_row0 + mt * 16 + lane / 4 + half * 8;
-                if (key < mask.key_begin(row) || key >= mask.key_end(row)) continue;
-#pragma unroll
-                for (int ot = 0; ot < Traits::kOTiles; ++ot) {
-#pragma unroll
-                    for (int e = 0; e < 2; ++e) {
-                        const int col = ot * 8 + (lane % 4) * 2 + e;
-                        const float value = col < head_dim ? static_cast<float>(v[key * row_stride + col]) : 0.0f;
-                        if (!isfinite(value)) acc.o[mt][ot][half * 2 + e] += value;
-                    }
-                }
-            }
-        }
-    }
-}
-
-// Online softmax over one S tile: updates the running max, rescales the row sums and O (O only
-// when some row of the warp changed its max), and turns S into
-// P = exp2(S * scale_log2 - max * scale_log2) in place.
-template <class Traits>
-__device__ __forceinline__ void online_softmax(float (&s)[Traits::kMTiles][Traits::kSTiles][4],
-                                               ForwardAccumulators<Traits>& acc, float scale_log2) {
-    float corrections[Traits::kMTiles][2];
-    bool rescale = false;
-#pragma unroll
-    for (int mt = 0; mt < Traits::kMTiles; ++mt) {
-#pragma unroll
-        for (int half = 0; half < 2; ++half) {
-            float tile_max = -INFINITY;
-#pragma unroll
-            for (int nt = 0; nt < Traits::kSTiles; ++nt)
-                tile_max = fmaxf(tile_max, fmaxf(s[mt][nt][half * 2], s[mt][nt][half * 2 + 1]));
-            const float new_max = fmaxf(acc.row_max[mt][half], tile::quad_max(tile_max));
-            const float offset = tile::softmax_offset(new_max, scale_log2);
-            const float correction = ptx::exp2_approx(acc.row_max[mt][half] * scale_log2 - offset);
-            acc.row_max[mt][half] = new_max;
-            float sum = acc.row_sum[mt][half] * correction;
-#pragma unroll
-            for (int nt = 0; nt < Traits::kSTiles; ++nt) {
-#pragma unroll
-                for (int e = 0; e < 2; ++e) {
-                    float& value = s[mt][nt][half * 2 + e];
-                    value = ptx::exp2_approx(fmaf(value, scale_log2, -offset));
-                    sum += value;
-                }
-            }
-            acc.row_sum[mt][half] = sum;
-            corrections[mt][half] = correction;
-            rescale = rescale || correction != 1.0f;
-        }
-    }
-    // Once the row maxima settle (most tiles of a long row), no row of the warp changes its max
-    // and the warp skips rescaling O: exactly the same result, ~kOTiles * 4 * kMTiles fewer FMULs.
-    if (__any_sync(0xffffffffu, rescale)) {
-#pragma unroll
-        for (int mt = 0; mt < Traits::kMTiles; ++mt)
-#pragma unroll
-            for (int ot = 0; ot < Traits::kOTiles; ++ot)
-#pragma unroll
-                for (int e = 0; e < 4; ++e) acc.o[mt][ot][e] *= corrections[mt][e / 2];
-    }
-}
 
 template <class Traits>
 __global__ void __launch_bounds__(Traits::kThreads) forward_kernel(const __grid_constant__ AttnParams params) {
@@ -365,22 +252,17 @@ __global__ void __launch_bounds__(Traits::kThreads) forward_kernel(const __grid_
     for (int mt = 0; mt < Traits::kMTiles; ++mt) {
 #pragma unroll
         for (int half = 0; half < 2; ++half) {
-            const float sum = tile::quad_sum(acc.row_sum[mt][half]);
-            // Only a row that saw no key has sum 0; a NaN sum (a NaN score or an infinite one)
-            // makes the row's o and lse NaN, which the backward relies on (bwd_kernel.cuh).
-            const float inverse = sum == 0.0f ? 0.0f : 1.0f / sum;
+            const RowEnd end = finish_row(acc.row_max[mt][half], acc.row_sum[mt][half], params.scale);
             const int row = mt * 16 + lane / 4 + half * 8;
 #pragma unroll
             for (int ot = 0; ot < Traits::kOTiles; ++ot) {
-                const uint32_t packed = ptx::pack2<Element>(acc.o[mt][ot][half * 2] * inverse,
-                                                            acc.o[mt][ot][half * 2 + 1] * inverse);
+                const uint32_t packed = ptx::pack2<Element>(acc.o[mt][ot][half * 2] * end.inverse,
+                                                            acc.o[mt][ot][half * 2 + 1] * end.inverse);
                 *reinterpret_cast<uint32_t*>(smem_o + row * kRow + ot * 8 + (lane % 4) * 2) = packed;
             }
             const int64_t global_row = warp_row0 + row;
-            if (lse != nullptr && lane % 4 == 0 && global_row < params.seqlen_q) {
-                const float value = sum == 0.0f ? -INFINITY : acc.row_max[mt][half] * params.scale + logf(sum);
-                lse[params.lse.offset(batch, head, global_row)] = value;
-            }
+            if (lse != nullptr && lane % 4 == 0 && global_row < params.seqlen_q)
+                lse[params.lse.offset(batch, head, global_row)] = end.lse;
         }
     }
     __syncwarp();
@@ -393,30 +275,13 @@ __global__ void __launch_bounds__(Traits::kThreads) forward_kernel(const __grid_
 template <int kHeadDim, typename Element>
 void run_forward(const AttnParams& params, const cudaDeviceProp& device, cudaStream_t stream) {
     using Traits = ForwardTraits<kHeadDim, Element>;
-    const auto kernel = forward_kernel<Traits>;
-    if (static_cast<size_t>(Traits::kSharedBytes) > device.sharedMemPerBlockOptin)
-        fail(FATTN_ERROR_UNSUPPORTED, "q.shape[3]=", params.head_dim, " needs ", Traits::kSharedBytes,
-             " bytes of shared memory per block; this GPU (", device.name, ") allows ",
-             device.sharedMemPerBlockOptin);
-    const int64_t query_tiles = (params.seqlen_q + Traits::kBlockM - 1) / Traits::kBlockM;
-    const int64_t blocks = query_tiles * params.heads_q * params.batch;
-    if (blocks > INT32_MAX)
-        fail(FATTN_ERROR_UNSUPPORTED, "batch * heads * ceil(seqlen_q / ", Traits::kBlockM, ") = ", blocks,
-             " blocks exceeds the CUDA grid limit of 2^31 - 1");
-
-    // Raising the dynamic shared-memory limit is needed once per device; racing first calls from
-    // several threads set the same value, which is harmless.
-    constexpr int kMaxDevices = 64;
-    static std::atomic<bool> configured[kMaxDevices] = {};
-    int device_id = 0;
-    if (cudaGetDevice(&device_id) != cudaSuccess) return;  // the caller reports cudaGetLastError()
-    if (device_id >= kMaxDevices || !configured[device_id].load(std::memory_order_acquire)) {
-        if (cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Traits::kSharedBytes) !=
-            cudaSuccess)
-            return;
-        if (device_id < kMaxDevices) configured[device_id].store(true, std::memory_order_release);
-    }
-    kernel<<<static_cast<unsigned>(blocks), Traits::kThreads, Traits::kSharedBytes, stream>>>(params);
+    constexpr auto kernel = forward_kernel<Traits>;
+    require_shared_memory(Traits::kSharedBytes, device, params, "forward kernel");
+    const unsigned blocks = grid_size((params.seqlen_q + Traits::kBlockM - 1) / Traits::kBlockM * params.heads_q *
+                                          params.batch,
+                                      "batch * heads * ceil(seqlen_q / 128) (forward)");
+    allow_shared_memory<kernel>(Traits::kSharedBytes);
+    kernel<<<blocks, Traits::kThreads, Traits::kSharedBytes, stream>>>(params);
 }
 
 }  // namespace fattn::cuda

@@ -13,8 +13,13 @@
 
 namespace fattn::cuda {
 
+// The kernel families: the sm_80 ones run on every supported GPU; on compute capability 9.0 the
+// Hopper ones (cuda/hopper/) take the problems they serve.
+enum class KernelFamily { Sm80, Hopper };
+
 // o (and lse when params.lse.data != nullptr) = attention(q, k, v).
-void launch_forward(const AttnParams& params, const cudaDeviceProp& device, cudaStream_t stream);
+void launch_forward(const AttnParams& params, const cudaDeviceProp& device, KernelFamily family,
+                    cudaStream_t stream);
 
 // Device scratch the backward needs for this problem (fp32 dq accumulator, rowsum(dO*O), ...).
 std::size_t backward_workspace_bytes(const AttnBwdParams& params, const cudaDeviceProp& device);

@@ -103,16 +103,14 @@ __device__ __forceinline__ void store_tile(Element* global, const Element* smem,
     }
 }
 
-// Replaces every NaN and infinity of a padded kRows x kCols shared tile by 0, 16 bytes at a time;
-// the kThreads threads numbered `thread` cooperate (the caller's barriers order it with the
-// tile's other readers and writers). Returns whether this thread replaced anything. It serves the
-// operands that a masked P or dS (exactly 0) multiplies in an mma: 0 * NaN would carry a
-// non-finite input to rows or keys that never read it. The backward loses nothing by it: a row
-// that reads a non-finite q or k has a NaN lse (or a non-finite o, hence delta), so its P or dS is
-// non-finite on every key it sees (bwd_kernel.cuh); the forward adds the replaced values of V back
-// to the rows that see them (fwd_kernel.cuh).
-template <int kRows, int kCols, int kThreads, typename Element>
-__device__ __forceinline__ bool zero_nonfinite(Element* smem, int thread) {
+// Replaces the NaNs and infinities among the eight 16-bit elements at `chunk` (shared memory) by
+// 0; returns whether there were any. It serves the operands that a masked P or dS (exactly 0)
+// multiplies in an mma: 0 * NaN would carry a non-finite input to rows or keys that never read it.
+// The backward loses nothing by it: a row that reads a non-finite q or k has a NaN lse (or a
+// non-finite o, hence delta), so its P or dS is non-finite on every key it sees (bwd_kernel.cuh);
+// the forwards add the replaced values of V back to the rows that see them (fwd_softmax.cuh).
+template <typename Element>
+__device__ __forceinline__ bool zero_nonfinite_chunk(uint4* chunk) {
     static_assert(sizeof(Element) == 2, "16-bit elements, two per word");
     // A 16-bit float is non-finite when its exponent bits are all ones.
     constexpr uint32_t kExponent = std::is_same_v<Element, __nv_bfloat16> ? 0x7f80u : 0x7c00u;
@@ -121,20 +119,25 @@ __device__ __forceinline__ bool zero_nonfinite(Element* smem, int thread) {
         const uint32_t high = ((word >> 16) & kExponent) == kExponent ? 0x0000ffffu : 0xffffffffu;
         return word & low & high;
     };
+    const uint4 words = *chunk;
+    const uint4 finite =
+        make_uint4(keep_finite(words.x), keep_finite(words.y), keep_finite(words.z), keep_finite(words.w));
+    if (finite.x == words.x && finite.y == words.y && finite.z == words.z && finite.w == words.w) return false;
+    *chunk = finite;
+    return true;
+}
+
+// zero_nonfinite_chunk over a padded kRows x kCols shared tile; the kThreads threads numbered
+// `thread` cooperate (the caller's barriers order it with the tile's other readers and writers).
+// Returns whether this thread replaced anything.
+template <int kRows, int kCols, int kThreads, typename Element>
+__device__ __forceinline__ bool zero_nonfinite(Element* smem, int thread) {
     constexpr int kChunksPerRow = kCols / kChunk;
     bool replaced = false;
 #pragma unroll 1
-    for (int chunk = thread; chunk < kRows * kChunksPerRow; chunk += kThreads) {
-        uint4* address = reinterpret_cast<uint4*>(smem + (chunk / kChunksPerRow) * kPaddedRow<kCols> +
-                                                  (chunk % kChunksPerRow) * kChunk);
-        const uint4 words = *address;
-        const uint4 finite =
-            make_uint4(keep_finite(words.x), keep_finite(words.y), keep_finite(words.z), keep_finite(words.w));
-        if (finite.x != words.x || finite.y != words.y || finite.z != words.z || finite.w != words.w) {
-            *address = finite;
-            replaced = true;
-        }
-    }
+    for (int chunk = thread; chunk < kRows * kChunksPerRow; chunk += kThreads)
+        replaced |= zero_nonfinite_chunk<Element>(reinterpret_cast<uint4*>(
+            smem + (chunk / kChunksPerRow) * kPaddedRow<kCols> + (chunk % kChunksPerRow) * kChunk));
     return replaced;
 }
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU half of the test and benchmark suites, for a machine with a CUDA GPU (CI has none).
 # From the repository root:   bash tests/gpu_suite.sh [tests|bench|hardening]...   (default: all)
-#   tests      the core doctest suite with its CUDA cases, the hardening fault/edge suites, the
+#   tests      the core doctest suite with its CUDA cases (again with FATTN_CUDA_KERNELS=sm80), the hardening fault/edge suites, the
 #              Python binding's tests (torch CUDA cases included), and the demo on the GPU;
 #   bench      bench/bench_cuda.py over the issue grid beside PyTorch SDPA's FLASH_ATTENTION and
 #              CUDNN_ATTENTION backends in the same run (JSON + markdown to the log folder);
@@ -41,6 +41,8 @@ for part in "${parts[@]}"; do
     case $part in
         tests)
             step core "$build/tests/fattn_tests"
+            # On a Hopper GPU the default run takes the Hopper kernels; test the sm_80 ones too.
+            step core-sm80 env FATTN_CUDA_KERNELS=sm80 "$build/tests/fattn_tests" -tc="cuda:*"
             step faults "$build/tests/hardening/hardening_faults"
             step edges "$build/tests/hardening/hardening_edges"
             step python env FATTN_LIBRARY="$build/src/libfattn.so.0" PYTHONPATH=bindings/python \

@@ -1,0 +1,148 @@
+// The forward's per-row online softmax, shared by the sm_80 kernel (fwd_kernel.cuh) and the
+// Hopper kernel (hopper/fwd_kernel.cuh). Both hold S and O in the same accumulator layout: each
+// warp owns 16-row tiles, lane l holds rows l / 4 and l / 4 + 8 of each, columns
+// 8 * t + 2 * (l % 4) + {0, 1} of each 8-column tile t (the mma.sync C fragment, which is also
+// wgmma's m64nN accumulator layout per warp). A Traits type supplies Element, kBlockN,
+// kMTiles (16-row tiles per warp), kSTiles (8-column tiles of S) and kOTiles (of O).
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdint>
+
+#include "params.h"
+#include "ptx.cuh"
+#include "tile.cuh"
+
+namespace fattn::cuda {
+// This thread's share of its warp's O accumulators and online-softmax state: rows g and g + 8
+// (g = lane / 4) of each of the warp's 16-row tiles.
+template <class Traits>
+struct ForwardAccumulators {
+    float o[Traits::kMTiles][Traits::kOTiles][4];
+    float row_max[Traits::kMTiles][2];
+    float row_sum[Traits::kMTiles][2];  // this thread's partial sums; quad-reduced at the end
+};
+
+// Sets S to -inf where (row, key) is invisible: key outside [key_begin(row), key_end(row)), which
+// also excludes keys >= seqlen_k.
+template <class Traits>
+__device__ __forceinline__ void mask_scores(float (&s)[Traits::kMTiles][Traits::kSTiles][4], const MaskSpec& mask,
+                                            int64_t warp_row0, int64_t key0, int lane) {
+#pragma unroll
+    for (int mt = 0; mt < Traits::kMTiles; ++mt) {
+#pragma unroll
+        for (int half = 0; half < 2; ++half) {
+            const int64_t row = warp_row0 + mt * 16 + lane / 4 + half * 8;
+            // Clamped to the tile, the bounds fit in int: fewer registers in this branch.
+            const int begin = static_cast<int>(std::clamp<int64_t>(mask.key_begin(row) - key0, 0, Traits::kBlockN));
+            const int end = static_cast<int>(std::clamp<int64_t>(mask.key_end(row) - key0, 0, Traits::kBlockN));
+#pragma unroll
+            for (int nt = 0; nt < Traits::kSTiles; ++nt) {
+#pragma unroll
+                for (int e = 0; e < 2; ++e) {
+                    const int key = nt * 8 + (lane % 4) * 2 + e;
+                    if (key < begin || key >= end) s[mt][nt][half * 2 + e] = -INFINITY;
+                }
+            }
+        }
+    }
+}
+
+// A masked tile's P V runs on a V tile whose NaNs and infinities were replaced by 0 (its exact-zero
+// P elements would turn them into NaNs of rows that never see them). After the last tile, this
+// adds every non-finite V[key][column] of keys [key_begin, key_end) (`v` points at key 0) to the
+// O elements of its column whose rows see the key, so exactly the rows that read a non-finite
+// value come out non-finite (an unmasked tile's contribution, already non-finite, stays so).
+// Runs only for a block that met one: slow, one key at a time.
+template <class Traits>
+__device__ __forceinline__ void add_nonfinite_values(ForwardAccumulators<Traits>& acc,
+                                                     const typename Traits::Element* v, int64_t row_stride,
+                                                     int64_t key_begin, int64_t key_end, int head_dim,
+                                                     const MaskSpec& mask, int64_t warp_row0, int lane) {
+#pragma unroll 1
+    for (int64_t key = key_begin; key < key_end; ++key) {
+#pragma unroll
+        for (int mt = 0; mt < Traits::kMTiles; ++mt) {
+#pragma unroll
+            for (int half = 0; half < 2; ++half) {
+                const int64_t row = warp_row0 + mt * 16 + lane / 4 + half * 8;
+                if (key < mask.key_begin(row) || key >= mask.key_end(row)) continue;
+#pragma unroll
+                for (int ot = 0; ot < Traits::kOTiles; ++ot) {
+#pragma unroll
+                    for (int e = 0; e < 2; ++e) {
+                        const int col = ot * 8 + (lane % 4) * 2 + e;
+                        const float value = col < head_dim ? static_cast<float>(v[key * row_stride + col]) : 0.0f;
+                        if (!isfinite(value)) acc.o[mt][ot][half * 2 + e] += value;
+                    }
+                }
+            }
+        }
+    }
+}
+
+// Online softmax over one S tile: updates the running max, rescales the row sums and O (O only
+// when some row of the warp changed its max), and turns S into
+// P = exp2(S * scale_log2 - max * scale_log2) in place.
+template <class Traits>
+__device__ __forceinline__ void online_softmax(float (&s)[Traits::kMTiles][Traits::kSTiles][4],
+                                               ForwardAccumulators<Traits>& acc, float scale_log2) {
+    float corrections[Traits::kMTiles][2];
+    bool rescale = false;
+#pragma unroll
+    for (int mt = 0; mt < Traits::kMTiles; ++mt) {
+#pragma unroll
+        for (int half = 0; half < 2; ++half) {
+            float tile_max = -INFINITY;
+#pragma unroll
+            for (int nt = 0; nt < Traits::kSTiles; ++nt)
+                tile_max = fmaxf(tile_max, fmaxf(s[mt][nt][half * 2], s[mt][nt][half * 2 + 1]));
+            const float new_max = fmaxf(acc.row_max[mt][half], tile::quad_max(tile_max));
+            const float offset = tile::softmax_offset(new_max, scale_log2);
+            const float correction = ptx::exp2_approx(acc.row_max[mt][half] * scale_log2 - offset);
+            acc.row_max[mt][half] = new_max;
+            float sum = acc.row_sum[mt][half] * correction;
+#pragma unroll
+            for (int nt = 0; nt < Traits::kSTiles; ++nt) {
+#pragma unroll
+                for (int e = 0; e < 2; ++e) {
+                    float& value = s[mt][nt][half * 2 + e];
+                    value = ptx::exp2_approx(fmaf(value, scale_log2, -offset));
+                    sum += value;
+                }
+            }
+            acc.row_sum[mt][half] = sum;
+            corrections[mt][half] = correction;
+            rescale = rescale || correction != 1.0f;
+        }
+    }
+    // Once the row maxima settle (most tiles of a long row), no row of the warp changes its max
+    // and the warp skips rescaling O: exactly the same result, ~kOTiles * 4 * kMTiles fewer FMULs.
+    if (__any_sync(0xffffffffu, rescale)) {
+#pragma unroll
+        for (int mt = 0; mt < Traits::kMTiles; ++mt)
+#pragma unroll
+            for (int ot = 0; ot < Traits::kOTiles; ++ot)
+#pragma unroll
+                for (int e = 0; e < 4; ++e) acc.o[mt][ot][e] *= corrections[mt][e / 2];
+    }
+}
+
+// The end of a row: `partial_sum` is this lane's share of the row sum. The row's O is multiplied
+// by `inverse`; `lse` is its log-sum-exp. Only a row that saw no key has sum 0 (o zeros, lse
+// -inf); a NaN sum (a NaN score or an infinite one) makes the row's o and lse NaN, which the
+// backward relies on (bwd_kernel.cuh).
+struct RowEnd {
+    float inverse;
+    float lse;
+};
+
+__device__ __forceinline__ RowEnd finish_row(float row_max, float partial_sum, float scale) {
+    const float sum = tile::quad_sum(partial_sum);
+    if (sum == 0.0f) return {0.0f, -INFINITY};
+    return {1.0f / sum, row_max * scale + logf(sum)};
+}
+
+}  // namespace fattn::cuda

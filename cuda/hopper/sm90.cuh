@@ -1,0 +1,218 @@
+// Thin wrappers over the Hopper (sm_90a) instructions the Hopper kernels are built from: the
+// tensor-memory accelerator (TMA) copy of a tile completing on an mbarrier, mbarrier waits,
+// warpgroup MMA (wgmma) with shared-memory descriptors, named barriers and setmaxnreg. Names
+// follow the PTX ISA. Everything here compiles only for sm_90a; the callers guard with
+// FATTN_SM90_ENABLED so the other targets of the same translation unit compile an empty kernel.
+//
+// Shared-memory tiles use the 128-byte swizzle that both TMA and wgmma understand: a tile of R
+// rows x C columns of 16-bit elements (C a multiple of 64) is stored as C / 64 column blocks of
+// R rows x 128 bytes each, every 8 rows (1024 bytes, aligned to 1024) one swizzle atom in which
+// the 16-byte chunks of row r are permuted by XOR with r % 8. TMA writes this layout from a plain
+// row-major global tensor; wgmma reads it through a matrix descriptor (SwizzledTile below).
+#pragma once
+
+#include <cuda.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "ptx.cuh"
+
+#if defined(__CUDA_ARCH__) && (__CUDA_ARCH__ == 900) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#define FATTN_SM90_ENABLED 1
+#else
+#define FATTN_SM90_ENABLED 0
+#endif
+
+namespace fattn::cuda::sm90 {
+
+// ---- mbarrier -------------------------------------------------------------------------------
+
+__device__ __forceinline__ void mbarrier_init(uint64_t* barrier, uint32_t arrivals) {
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(ptx::smem_address(barrier)), "r"(arrivals));
+}
+
+// Makes initialized barriers visible to the other threads and to the TMA unit (then __syncthreads).
+__device__ __forceinline__ void mbarrier_init_fence() {
+    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+}
+
+// One arrival that also announces `bytes` of TMA transactions the phase must wait for.
+__device__ __forceinline__ void mbarrier_arrive_expect_bytes(uint64_t* barrier, uint32_t bytes) {
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(ptx::smem_address(barrier)),
+                 "r"(bytes)
+                 : "memory");
+}
+
+__device__ __forceinline__ void mbarrier_arrive(uint64_t* barrier) {
+    asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(ptx::smem_address(barrier)) : "memory");
+}
+
+// Waits until the phase of parity `parity` has completed. A fresh barrier is in phase 0, so a wait
+// for parity 1 returns at once: producers start waiting on "empty" barriers with parity 1.
+__device__ __forceinline__ void mbarrier_wait(uint64_t* barrier, uint32_t parity) {
+    const uint32_t address = ptx::smem_address(barrier);
+    uint32_t done = 0;
+    do {
+        asm volatile(
+            "{\n .reg .pred p;\n mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n selp.u32 %0, 1, 0, p;\n}\n"
+            : "=r"(done)
+            : "r"(address), "r"(parity)
+            : "memory");
+    } while (done == 0);
+}
+
+// ---- TMA ------------------------------------------------------------------------------------
+
+__device__ __forceinline__ void prefetch_tensor_map(const CUtensorMap* map) {
+    asm volatile("prefetch.tensormap [%0];\n" ::"l"(reinterpret_cast<uint64_t>(map)) : "memory");
+}
+
+// Copies the box of `map` at element coordinates (column, row, head, batch) into shared memory at
+// `destination`; completion is counted in bytes on `barrier`. Out-of-range elements are zeros.
+__device__ __forceinline__ void tma_load_4d(void* destination, const CUtensorMap* map, uint64_t* barrier,
+                                            int32_t column, int32_t row, int32_t head, int32_t batch) {
+    asm volatile(
+        "cp.async.bulk.tensor.4d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%3, %4, %5, %6}], "
+        "[%2];\n" ::"r"(ptx::smem_address(destination)),
+        "l"(reinterpret_cast<uint64_t>(map)), "r"(ptx::smem_address(barrier)), "r"(column), "r"(row), "r"(head),
+        "r"(batch)
+        : "memory");
+}
+
+// Orders this thread's ordinary shared-memory writes before later reads by wgmma or TMA.
+__device__ __forceinline__ void fence_async_shared() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
+
+// ---- registers and named barriers -----------------------------------------------------------
+
+template <int kRegisters>
+__device__ __forceinline__ void raise_registers() {
+    asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(kRegisters));
+}
+
+template <int kRegisters>
+__device__ __forceinline__ void lower_registers() {
+    asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(kRegisters));
+}
+
+// Barrier `id` (1..15; 0 is __syncthreads) over `threads` threads, returning whether any of them
+// passed `predicate`.
+__device__ __forceinline__ bool named_barrier_or(int id, int threads, bool predicate) {
+    uint32_t any = 0;
+    asm volatile(
+        "{\n .reg .pred p, q;\n setp.ne.u32 p, %1, 0;\n bar.red.or.pred q, %2, %3, p;\n selp.u32 %0, 1, 0, q;\n}\n"
+        : "=r"(any)
+        : "r"(static_cast<uint32_t>(predicate)), "r"(id), "r"(threads)
+        : "memory");
+    return any != 0;
+}
+
+// ---- swizzled tiles and wgmma descriptors ----------------------------------------------------
+
+// A kRows x kCols tile of 16-bit elements in the 128-byte-swizzled layout (see the file comment).
+template <int kRows, int kCols>
+struct SwizzledTile {
+    static_assert(kRows % 8 == 0 && kCols % 64 == 0, "whole swizzle atoms");
+    static constexpr int kBlockColumns = 64;                   // elements per 128-byte row of a block
+    static constexpr uint32_t kBlockBytes = kRows * 128;       // one column block
+    static constexpr uint32_t kBytes = kBlockBytes * (kCols / 64);
+    static constexpr uint32_t kAtomBytes = 1024;               // 8 rows
+
+    // Descriptor of the 16-column slice `k_step` of rows [row0, row0 + 8 * n) read K-major (the
+    // tile's columns are the product's reduction dimension): Q and K in Q K^T.
+    __device__ __forceinline__ static uint64_t k_major(uint32_t base, int row0, int k_step) {
+        const uint32_t address = base + (k_step / 4) * kBlockBytes + row0 * 128 + (k_step % 4) * 32;
+        return descriptor(address, 16, kAtomBytes);
+    }
+    // Descriptor of the 16-row slice `k_step` read MN-major (the tile's rows are the reduction
+    // dimension, its columns the output's): V in P V. Consecutive column blocks are kBlockBytes
+    // apart, consecutive 8-row atoms 1024 bytes.
+    __device__ __forceinline__ static uint64_t mn_major(uint32_t base, int k_step) {
+        return descriptor(base + k_step * 16 * 128, kBlockBytes, kAtomBytes);
+    }
+
+private:
+    __device__ __forceinline__ static uint64_t descriptor(uint32_t address, uint32_t leading_bytes,
+                                                          uint32_t stride_bytes) {
+        constexpr uint64_t kSwizzle128B = 1ull << 62;
+        return static_cast<uint64_t>((address & 0x3ffff) >> 4) |
+               (static_cast<uint64_t>((leading_bytes & 0x3ffff) >> 4) << 16) |
+               (static_cast<uint64_t>((stride_bytes & 0x3ffff) >> 4) << 32) | kSwizzle128B;
+    }
+};
+
+// ---- wgmma ----------------------------------------------------------------------------------
+
+// Orders register writes before the next wgmma reads them (accumulators rescaled, A operands).
+__device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
+// Waits until at most `Pending` committed wgmma groups of this warpgroup are in flight.
+template <int Pending>
+__device__ __forceinline__ void wgmma_wait() {
+    asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(Pending) : "memory");
+}
+
+// Keeps the compiler from moving accesses of accumulators across a wgmma that is in flight.
+template <int N>
+__device__ __forceinline__ void fence_accumulators(float (&d)[N]) {
+#pragma unroll
+    for (int i = 0; i < N; ++i) asm volatile("" : "+f"(d[i])::"memory");
+}
+
+#define FATTN_ACC8(d, i)                                                                                      \
+    "+f"(d[i]), "+f"(d[i + 1]), "+f"(d[i + 2]), "+f"(d[i + 3]), "+f"(d[i + 4]), "+f"(d[i + 5]), "+f"(d[i + 6]), \
+        "+f"(d[i + 7])
+#define FATTN_ACC32(d) FATTN_ACC8(d, 0), FATTN_ACC8(d, 8), FATTN_ACC8(d, 16), FATTN_ACC8(d, 24)
+#define FATTN_ACC64(d) FATTN_ACC32(d), FATTN_ACC8(d, 32), FATTN_ACC8(d, 40), FATTN_ACC8(d, 48), FATTN_ACC8(d, 56)
+#define FATTN_REGS32                                                                                           \
+    "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, " \
+    "%23, %24, %25, %26, %27, %28, %29, %30, %31}"
+#define FATTN_REGS64                                                                                           \
+    "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, " \
+    "%23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, "  \
+    "%44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}"
+
+// wgmma.m64nNk16 with fp32 accumulators for N = 64 and 128 and Element __half or __nv_bfloat16.
+// D is 64 x N, N / 2 registers per thread in the accumulator layout (fwd_softmax.cuh).
+template <int N, typename Element>
+struct Wgmma;
+
+#define FATTN_DEFINE_WGMMA(N, TYPE, NAME, REGS, ACC, A_SS, B_SS, SCALE_SS, A_RS, B_RS, SCALE_RS)               \
+    template <>                                                                                               \
+    struct Wgmma<N, TYPE> {                                                                                   \
+        /* D = A * B (+ D when accumulate): A (64 x 16) and B (16 x N) by descriptors, both K-major. */       \
+        __device__ __forceinline__ static void ss(float (&d)[N / 2], uint64_t a, uint64_t b, bool accumulate) { \
+            asm volatile("{\n .reg .pred p;\n setp.ne.b32 p, " SCALE_SS ", 0;\n"                               \
+                         " wgmma.mma_async.sync.aligned.m64n" #N "k16.f32." NAME "." NAME " " REGS ", " A_SS       \
+                         ", " B_SS ", p, 1, 1, 0, 0;\n}\n"                                                     \
+                         : ACC(d)                                                                             \
+                         : "l"(a), "l"(b), "r"(static_cast<int>(accumulate)));                                \
+        }                                                                                                     \
+        /* D += A * B: A (64 x 16) from registers in the accumulator-derived fragment layout, B by a        \
+           descriptor, MN-major (its rows are the reduction dimension). */                                   \
+        __device__ __forceinline__ static void rs_mn(float (&d)[N / 2], const uint32_t (&a)[4], uint64_t b) {   \
+            asm volatile("{\n .reg .pred p;\n setp.ne.b32 p, " SCALE_RS ", 0;\n"                               \
+                         " wgmma.mma_async.sync.aligned.m64n" #N "k16.f32." NAME "." NAME " " REGS ", " A_RS       \
+                         ", " B_RS ", p, 1, 1, 1;\n}\n"                                                        \
+                         : ACC(d)                                                                             \
+                         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(1));                      \
+        }                                                                                                     \
+    };
+
+FATTN_DEFINE_WGMMA(64, __half, "f16", FATTN_REGS32, FATTN_ACC32, "%32", "%33", "%34", "{%32, %33, %34, %35}",
+                   "%36", "%37")
+FATTN_DEFINE_WGMMA(64, __nv_bfloat16, "bf16", FATTN_REGS32, FATTN_ACC32, "%32", "%33", "%34",
+                   "{%32, %33, %34, %35}", "%36", "%37")
+FATTN_DEFINE_WGMMA(128, __half, "f16", FATTN_REGS64, FATTN_ACC64, "%64", "%65", "%66", "{%64, %65, %66, %67}",
+                   "%68", "%69")
+FATTN_DEFINE_WGMMA(128, __nv_bfloat16, "bf16", FATTN_REGS64, FATTN_ACC64, "%64", "%65", "%66",
+                   "{%64, %65, %66, %67}", "%68", "%69")
+
+#undef FATTN_DEFINE_WGMMA
+#undef FATTN_REGS64
+#undef FATTN_REGS32
+#undef FATTN_ACC64
+#undef FATTN_ACC32
+#undef FATTN_ACC8
+
+}  // namespace fattn::cuda::sm90
