@@ -691,7 +691,7 @@ __global__ void __launch_bounds__(Traits::kDqThreads)
     Element* smem_k = smem_dout + kBlockM * kRow;             // [kDqStages][kBlockN][kRow]
     Element* smem_v = smem_k + Traits::kDqStages * kKVElements;  // [kDqStages][kBlockN][kRow]
 
-    const tile::QueryTileBlock work = tile::query_tile_block<kBlockM, kBlockN>(params);
+    const tile::QueryTileBlock work = tile::query_tile_block<kBlockM, kBlockN>(params, blockIdx.x);
     const int head_dim = static_cast<int>(params.head_dim);
     const int lane = threadIdx.x % 32;
     const int warp = threadIdx.x / 32;

@@ -83,13 +83,16 @@ __device__ __forceinline__ void add_nonfinite_values(ForwardAccumulators<Traits>
     }
 }
 
-// Online softmax over one S tile: updates the running max, rescales the row sums and O (O only
-// when some row of the warp changed its max), and turns S into
-// P = exp2(S * scale_log2 - max * scale_log2) in place.
+// Online softmax over one S tile, in two steps so that a kernel can run the previous tile's P V
+// between them. softmax_update: new running maxima, S turned into
+// P = exp2(S * scale_log2 - max * scale_log2) in place, row sums rescaled, and the factors by which
+// O must be rescaled in `corrections`. Returns whether any row of the warp changed its max (the
+// same answer in every lane): once the maxima settle (most tiles of a long row) the warp skips
+// rescale_output, exactly the same result with kOTiles * 4 * kMTiles fewer multiplies.
 template <class Traits>
-__device__ __forceinline__ void online_softmax(float (&s)[Traits::kMTiles][Traits::kSTiles][4],
-                                               ForwardAccumulators<Traits>& acc, float scale_log2) {
-    float corrections[Traits::kMTiles][2];
+__device__ __forceinline__ bool softmax_update(float (&s)[Traits::kMTiles][Traits::kSTiles][4],
+                                               ForwardAccumulators<Traits>& acc, float scale_log2,
+                                               float (&corrections)[Traits::kMTiles][2]) {
     bool rescale = false;
 #pragma unroll
     for (int mt = 0; mt < Traits::kMTiles; ++mt) {
@@ -118,16 +121,26 @@ __device__ __forceinline__ void online_softmax(float (&s)[Traits::kMTiles][Trait
             rescale = rescale || correction != 1.0f;
         }
     }
-    // Once the row maxima settle (most tiles of a long row), no row of the warp changes its max
-    // and the warp skips rescaling O: exactly the same result, ~kOTiles * 4 * kMTiles fewer FMULs.
-    if (__any_sync(0xffffffffu, rescale)) {
+    return __any_sync(0xffffffffu, rescale);
+}
+
+template <class Traits>
+__device__ __forceinline__ void rescale_output(ForwardAccumulators<Traits>& acc,
+                                               const float (&corrections)[Traits::kMTiles][2]) {
 #pragma unroll
-        for (int mt = 0; mt < Traits::kMTiles; ++mt)
+    for (int mt = 0; mt < Traits::kMTiles; ++mt)
 #pragma unroll
-            for (int ot = 0; ot < Traits::kOTiles; ++ot)
+        for (int ot = 0; ot < Traits::kOTiles; ++ot)
 #pragma unroll
-                for (int e = 0; e < 4; ++e) acc.o[mt][ot][e] *= corrections[mt][e / 2];
-    }
+            for (int e = 0; e < 4; ++e) acc.o[mt][ot][e] *= corrections[mt][e / 2];
+}
+
+// Both steps, for a kernel whose P V follows at once.
+template <class Traits>
+__device__ __forceinline__ void online_softmax(float (&s)[Traits::kMTiles][Traits::kSTiles][4],
+                                               ForwardAccumulators<Traits>& acc, float scale_log2) {
+    float corrections[Traits::kMTiles][2];
+    if (softmax_update<Traits>(s, acc, scale_log2, corrections)) rescale_output<Traits>(acc, corrections);
 }
 
 // The end of a row: `partial_sum` is this lane's share of the row sum. The row's O is multiplied

@@ -170,8 +170,9 @@ __device__ __forceinline__ float softmax_offset(float row_max, float scale_log2)
     return row_max == -INFINITY ? 0.0f : row_max * scale_log2;
 }
 
-// The work of one block in a grid of query tiles numbered tile fastest (last tile first, so the
-// tiles that see the most keys under a causal mask start first), then query head, then batch:
+// Work item `block` (a block's index, or a persistent block's current item) of a grid of query
+// tiles numbered tile fastest (last tile first, so the tiles that see the most keys under a
+// causal mask start first), then query head, then batch:
 // rows [row0, row0 + rows) of query head `head` (reading key/value head `kv_head`), and the key
 // tiles [first_key_tile, first_key_tile + key_tiles) of kBlockN keys that hold every key one of
 // those rows sees (MaskSpec).
@@ -186,10 +187,9 @@ struct QueryTileBlock {
 };
 
 template <int kBlockM, int kBlockN>
-__device__ __forceinline__ QueryTileBlock query_tile_block(const AttnParams& params) {
+__device__ __forceinline__ QueryTileBlock query_tile_block(const AttnParams& params, int64_t block) {
     QueryTileBlock work;
     const int64_t query_tiles = (params.seqlen_q + kBlockM - 1) / kBlockM;
-    const int64_t block = blockIdx.x;
     work.row0 = (query_tiles - 1 - block % query_tiles) * kBlockM;
     work.head = (block / query_tiles) % params.heads_q;
     work.batch = block / query_tiles / params.heads_q;

@@ -35,7 +35,9 @@
 #include <cuda.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cstdint>
+#include <utility>
 
 #include "fwd_softmax.cuh"
 #include "hopper/fwd_launch.h"
@@ -70,54 +72,151 @@ struct ForwardTraits {
     static constexpr uint32_t kVOffset = kKOffset + kStages * KVTile::kBytes;
     static constexpr uint32_t kBarrierOffset = kVOffset + kStages * KVTile::kBytes;
     // + 1024: the dynamic shared memory is aligned up to a swizzle atom in the kernel.
-    static constexpr int kSharedBytes = static_cast<int>(kBarrierOffset + (1 + 4 * kStages) * 8 + 1024);
+    static constexpr int kSharedBytes = static_cast<int>(kBarrierOffset + (2 + 4 * kStages) * 8 + 1024);
     static_assert(kHeadDim == 64 || kHeadDim == 128, "wgmma shapes instantiated in sm90.cuh");
 };
 
 template <int kStages>
 struct ForwardBarriers {
     uint64_t q_full;
+    uint64_t q_empty;  // one arrival per consumer warp, after its last Q K^T of a work item
     uint64_t key_full[kStages];
     uint64_t key_empty[kStages];  // one arrival per consumer warp
     uint64_t value_full[kStages];
     uint64_t value_empty[kStages];
 };
 
-// The producer thread: Q once, then K and V of every visible key tile, last tile first.
+// Work items of a persistent block: block b takes items b, b + gridDim.x, ...
+__device__ __forceinline__ int64_t work_items(const AttnParams& params, int block_rows) {
+    return (params.seqlen_q + block_rows - 1) / block_rows * params.heads_q * params.batch;
+}
+
+// The producer thread: for each work item, Q, then K and V of every visible key tile, last tile
+// first. `iteration` counts key tiles over all items, so the stage ring runs on across items.
 template <class Traits>
 __device__ __forceinline__ void produce_tiles(ForwardBarriers<Traits::kStages>& barriers, unsigned char* shared,
-                                              const tile::QueryTileBlock& work, const CUtensorMap* q_map,
+                                              const AttnParams& params, const CUtensorMap* q_map,
                                               const CUtensorMap* k_map, const CUtensorMap* v_map) {
     using KVTile = typename Traits::KVTile;
     constexpr int kColumnBlocks = Traits::kHeadDim / 64;
     prefetch_tensor_map(q_map);
     prefetch_tensor_map(k_map);
     prefetch_tensor_map(v_map);
-    const auto batch = static_cast<int32_t>(work.batch);
-    const auto kv_head = static_cast<int32_t>(work.kv_head);
-
-    mbarrier_arrive_expect_bytes(&barriers.q_full, Traits::QTile::kBytes);
+    uint32_t iteration = 0;
+    uint32_t item_round = 0;
+    for (int64_t item = blockIdx.x; item < work_items(params, Traits::kBlockM); item += gridDim.x, ++item_round) {
+        const tile::QueryTileBlock work = tile::query_tile_block<Traits::kBlockM, Traits::kBlockN>(params, item);
+        const auto batch = static_cast<int32_t>(work.batch);
+        const auto kv_head = static_cast<int32_t>(work.kv_head);
+        mbarrier_wait(&barriers.q_empty, (item_round & 1) ^ 1);
+        mbarrier_arrive_expect_bytes(&barriers.q_full, Traits::QTile::kBytes);
 #pragma unroll
-    for (int block = 0; block < kColumnBlocks; ++block)
-        tma_load_4d(shared + block * Traits::QTile::kBlockBytes, q_map, &barriers.q_full, block * 64,
-                    static_cast<int32_t>(work.row0), static_cast<int32_t>(work.head), batch);
+        for (int block = 0; block < kColumnBlocks; ++block)
+            tma_load_4d(shared + block * Traits::QTile::kBlockBytes, q_map, &barriers.q_full, block * 64,
+                        static_cast<int32_t>(work.row0), static_cast<int32_t>(work.head), batch);
 
-    const int64_t last_tile = work.first_key_tile + work.key_tiles - 1;
-    for (int64_t i = 0; i < work.key_tiles; ++i) {
-        const int stage = static_cast<int>(i % Traits::kStages);
-        const uint32_t phase = static_cast<uint32_t>(i / Traits::kStages) & 1;
-        const auto key0 = static_cast<int32_t>((last_tile - i) * Traits::kBlockN);
-        const auto load = [&](uint64_t& empty, uint64_t& full, uint32_t offset, const CUtensorMap* map) {
-            mbarrier_wait(&empty, phase ^ 1);
-            mbarrier_arrive_expect_bytes(&full, KVTile::kBytes);
+        const int64_t last_tile = work.first_key_tile + work.key_tiles - 1;
+        for (int64_t i = 0; i < work.key_tiles; ++i, ++iteration) {
+            const int stage = static_cast<int>(iteration % Traits::kStages);
+            const uint32_t phase = (iteration / Traits::kStages) & 1;
+            const auto key0 = static_cast<int32_t>((last_tile - i) * Traits::kBlockN);
+            const auto load = [&](uint64_t& empty, uint64_t& full, uint32_t offset, const CUtensorMap* map) {
+                mbarrier_wait(&empty, phase ^ 1);
+                mbarrier_arrive_expect_bytes(&full, KVTile::kBytes);
 #pragma unroll
-            for (int block = 0; block < kColumnBlocks; ++block)
-                tma_load_4d(shared + offset + stage * KVTile::kBytes + block * KVTile::kBlockBytes, map, &full,
-                            block * 64, key0, kv_head, batch);
-        };
-        load(barriers.key_empty[stage], barriers.key_full[stage], Traits::kKOffset, k_map);
-        load(barriers.value_empty[stage], barriers.value_full[stage], Traits::kVOffset, v_map);
+                for (int block = 0; block < kColumnBlocks; ++block)
+                    tma_load_4d(shared + offset + stage * KVTile::kBytes + block * KVTile::kBlockBytes, map, &full,
+                                block * 64, key0, kv_head, batch);
+            };
+            load(barriers.key_empty[stage], barriers.key_full[stage], Traits::kKOffset, k_map);
+            load(barriers.value_empty[stage], barriers.value_full[stage], Traits::kVOffset, v_map);
+        }
     }
+}
+
+// One consumer warpgroup's view of the shared stages and barriers, and its share of the work.
+template <class Traits>
+struct Consumer {
+    using Element = typename Traits::Element;
+    using KVTile = typename Traits::KVTile;
+    static constexpr int kBlockN = Traits::kBlockN;
+
+    static constexpr int kCleanBarrier = 1;  // named barriers; kTurnBarrier + group is a group's turn
+    static constexpr int kTurnBarrier = 2;
+    static_assert(Traits::kConsumers == 2, "turn taking between two groups");
+
+    ForwardBarriers<Traits::kStages>& barriers;
+    unsigned char* shared;
+    int group;
+    uint32_t q_base;  // this group's 64 rows of Q
+    int thread;       // 0 .. kConsumerThreads - 1 over both groups
+    int lane;
+
+    // S = Q K^T for the key tile in `stage`, issued (the caller waits).
+    __device__ __forceinline__ void issue_scores(float (&s)[1][Traits::kSTiles][4], int stage) const {
+        float(&flat)[kBlockN / 2] = reinterpret_cast<float(&)[kBlockN / 2]>(s);
+        const uint32_t k_base = ptx::smem_address(shared) + Traits::kKOffset + stage * KVTile::kBytes;
+        wgmma_fence();
+#pragma unroll
+        for (int k_step = 0; k_step < Traits::kHeadDim / 16; ++k_step)
+            Wgmma<kBlockN, Element>::ss(flat, Traits::QTile::k_major(q_base, 0, k_step),
+                                        KVTile::k_major(k_base, 0, k_step), k_step > 0);
+        wgmma_commit();
+    }
+
+    // Waits for the value tile in `stage`. A masked tile's V then has its NaNs and infinities
+    // replaced by 0, by both groups together (the same tiles are masked for both, and neither holds
+    // its turn here); returns whether any were (add_nonfinite_values then adds them back).
+    __device__ __forceinline__ bool prepare_values(int stage, uint32_t phase, bool masked) const {
+        mbarrier_wait(&barriers.value_full[stage], phase);
+        if (!masked) return false;
+        const bool replaced = zero_nonfinite_tile<Element, KVTile::kBytes, Traits::kConsumerThreads>(
+            shared + Traits::kVOffset + stage * KVTile::kBytes, thread);
+        return named_barrier_or(kCleanBarrier, Traits::kConsumerThreads, replaced);
+    }
+
+    // O += P V for the value tile in `stage`, issued (the caller waits).
+    __device__ __forceinline__ void issue_values(float (&o)[Traits::kHeadDim / 2],
+                                                 const uint32_t (&p)[kBlockN / 16][4], int stage) const {
+        const uint32_t v_base = ptx::smem_address(shared) + Traits::kVOffset + stage * KVTile::kBytes;
+        wgmma_fence();
+#pragma unroll
+        for (int k_step = 0; k_step < kBlockN / 16; ++k_step)
+            Wgmma<Traits::kHeadDim, Element>::rs_mn(o, p[k_step], KVTile::mn_major(v_base, k_step));
+        wgmma_commit();
+    }
+
+    // The two groups take turns issuing their wgmmas (FlashAttention-3's ping-pong), so one group's
+    // softmax runs while the other's products keep the tensor cores busy. Group 0 goes first.
+    __device__ __forceinline__ void start_turns() const {
+        if (group == 1) named_barrier_arrive(kTurnBarrier, Traits::kConsumerThreads);
+    }
+    __device__ __forceinline__ void take_turn() const {
+        named_barrier_sync(kTurnBarrier + group, Traits::kConsumerThreads);
+    }
+    __device__ __forceinline__ void pass_turn() const {
+        named_barrier_arrive(kTurnBarrier + 1 - group, Traits::kConsumerThreads);
+    }
+
+    __device__ __forceinline__ void release(uint64_t& empty) const {
+        if (lane == 0) mbarrier_arrive(&empty);
+    }
+};
+
+template <class Traits>
+__device__ __forceinline__ void scores_to_operand(uint32_t (&p)[Traits::kBlockN / 16][4],
+                                                  const float (&s)[1][Traits::kSTiles][4]) {
+#pragma unroll
+    for (int k_step = 0; k_step < Traits::kBlockN / 16; ++k_step)
+        tile::accumulators_to_a<typename Traits::Element>(p[k_step], s[0][2 * k_step], s[0][2 * k_step + 1]);
+}
+
+template <int N>
+__device__ __forceinline__ void keep_operands(uint32_t (&p)[N][4]) {
+#pragma unroll
+    for (int i = 0; i < N; ++i)
+#pragma unroll
+        for (int j = 0; j < 4; ++j) asm volatile("" : "+r"(p[i][j])::"memory");
 }
 
 template <class Traits>
@@ -126,20 +225,18 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
                    const __grid_constant__ CUtensorMap k_map, const __grid_constant__ CUtensorMap v_map) {
 #if FATTN_SM90_ENABLED
     using Element = typename Traits::Element;
-    using QTile = typename Traits::QTile;
-    using KVTile = typename Traits::KVTile;
     constexpr int kBlockN = Traits::kBlockN;
     constexpr int kStages = Traits::kStages;
 
     extern __shared__ unsigned char shared_unaligned[];
     unsigned char* shared = shared_unaligned + (1024 - ptx::smem_address(shared_unaligned) % 1024) % 1024;
     auto& barriers = *reinterpret_cast<ForwardBarriers<kStages>*>(shared + Traits::kBarrierOffset);
-    const tile::QueryTileBlock work = tile::query_tile_block<Traits::kBlockM, kBlockN>(params);
     const int warpgroup = static_cast<int>(threadIdx.x) / 128;
 
     if (threadIdx.x == 0) {
         constexpr uint32_t kConsumerWarps = Traits::kConsumerThreads / 32;
         mbarrier_init(&barriers.q_full, 1);
+        mbarrier_init(&barriers.q_empty, kConsumerWarps);
         for (int stage = 0; stage < kStages; ++stage) {
             mbarrier_init(&barriers.key_full[stage], 1);
             mbarrier_init(&barriers.value_full[stage], 1);
@@ -152,103 +249,134 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
 
     if (warpgroup == 0) {
         lower_registers<Traits::kProducerRegisters>();
-        if (threadIdx.x == 0) produce_tiles<Traits>(barriers, shared, work, &q_map, &k_map, &v_map);
+        if (threadIdx.x == 0) produce_tiles<Traits>(barriers, shared, params, &q_map, &k_map, &v_map);
         return;
     }
     raise_registers<Traits::kConsumerRegisters>();
 
-    const int consumer = warpgroup - 1;
-    const int consumer_thread = static_cast<int>(threadIdx.x) - 128;
-    const int lane = static_cast<int>(threadIdx.x) % 32;
-    const int64_t warp_row0 = work.row0 + consumer * 64 + (consumer_thread / 32 % 4) * 16;
-    const uint32_t q_base = ptx::smem_address(shared);
-    const uint32_t k_base = q_base + Traits::kKOffset;
-    const uint32_t v_base = q_base + Traits::kVOffset;
-
-    ForwardAccumulators<Traits> acc;
-    float(&o)[Traits::kHeadDim / 2] = reinterpret_cast<float(&)[Traits::kHeadDim / 2]>(acc.o);
-#pragma unroll
-    for (int i = 0; i < Traits::kHeadDim / 2; ++i) o[i] = 0.0f;
-#pragma unroll
-    for (int half = 0; half < 2; ++half) {
-        acc.row_max[0][half] = -INFINITY;
-        acc.row_sum[0][half] = 0.0f;
-    }
-
-    mbarrier_wait(&barriers.q_full, 0);
-    const int64_t last_tile = work.first_key_tile + work.key_tiles - 1;
-    bool nonfinite_values = false;  // a masked tile's V held a NaN or infinity (add_nonfinite_values)
-    for (int64_t i = 0; i < work.key_tiles; ++i) {
-        const int stage = static_cast<int>(i % kStages);
-        const uint32_t phase = static_cast<uint32_t>(i / kStages) & 1;
-        const int64_t key0 = (last_tile - i) * kBlockN;
-
-        float s[1][Traits::kSTiles][4];
-        float(&s_flat)[kBlockN / 2] = reinterpret_cast<float(&)[kBlockN / 2]>(s);
-        mbarrier_wait(&barriers.key_full[stage], phase);
-        wgmma_fence();
-#pragma unroll
-        for (int k_step = 0; k_step < Traits::kHeadDim / 16; ++k_step)
-            Wgmma<kBlockN, Element>::ss(s_flat, QTile::k_major(q_base, consumer * 64, k_step),
-                                        KVTile::k_major(k_base + stage * KVTile::kBytes, 0, k_step), k_step > 0);
-        wgmma_commit();
-        wgmma_wait<0>();
-        fence_accumulators(s_flat);
-        if (lane == 0) mbarrier_arrive(&barriers.key_empty[stage]);
-
-        // The same decision in both consumer groups (the block's rows), so both take the V pass.
-        const bool masked = !params.mask.tile_fully_visible(work.row0, work.row0 + work.rows, key0, key0 + kBlockN);
-        if (masked) mask_scores<Traits>(s, params.mask, warp_row0, key0, lane);
-        online_softmax<Traits>(s, acc, params.scale_log2);
-        uint32_t p[kBlockN / 16][4];
-#pragma unroll
-        for (int k_step = 0; k_step < kBlockN / 16; ++k_step)
-            tile::accumulators_to_a<Element>(p[k_step], s[0][2 * k_step], s[0][2 * k_step + 1]);
-
-        mbarrier_wait(&barriers.value_full[stage], phase);
-        if (masked) {
-            auto* chunks = reinterpret_cast<uint4*>(shared + Traits::kVOffset + stage * KVTile::kBytes);
-            bool replaced = false;
-#pragma unroll 1
-            for (uint32_t chunk = consumer_thread; chunk < KVTile::kBytes / 16; chunk += Traits::kConsumerThreads)
-                replaced |= tile::zero_nonfinite_chunk<Element>(chunks + chunk);
-            if (replaced) fence_async_shared();  // the next reader is wgmma
-            nonfinite_values |= named_barrier_or(1, Traits::kConsumerThreads, replaced);
-        }
-        wgmma_fence();
-#pragma unroll
-        for (int k_step = 0; k_step < kBlockN / 16; ++k_step)
-            Wgmma<Traits::kHeadDim, Element>::rs_mn(o, p[k_step],
-                                                    KVTile::mn_major(v_base + stage * KVTile::kBytes, k_step));
-        wgmma_commit();
-        wgmma_wait<0>();
-        fence_accumulators(o);
-        if (lane == 0) mbarrier_arrive(&barriers.value_empty[stage]);
-    }
-
+    const int group = warpgroup - 1;
+    const Consumer<Traits> consumer{barriers, shared, group, ptx::smem_address(shared) + group * 64 * 128,
+                                    static_cast<int>(threadIdx.x) - 128, static_cast<int>(threadIdx.x) % 32};
+    const int lane = consumer.lane;
     const int head_dim = static_cast<int>(params.head_dim);
-    if (nonfinite_values) {
-        const Element* v = static_cast<const Element*>(params.v.data) + params.v.offset(work.batch, work.kv_head, 0);
-        add_nonfinite_values<Traits>(acc, v, params.v.row_stride, params.mask.block_key_begin(work.row0),
-                                     params.mask.block_key_end(work.row0 + work.rows), head_dim, params.mask,
-                                     warp_row0, lane);
-    }
-
     float* lse = static_cast<float*>(params.lse.data);
+    consumer.start_turns();
+    uint32_t iteration = 0;  // key tiles over all work items: the stage ring's position
+    uint32_t item_round = 0;
+    for (int64_t item = blockIdx.x; item < work_items(params, Traits::kBlockM); item += gridDim.x, ++item_round) {
+        const tile::QueryTileBlock work = tile::query_tile_block<Traits::kBlockM, kBlockN>(params, item);
+        const int64_t warp_row0 = work.row0 + group * 64 + (consumer.thread / 32 % 4) * 16;
+        const int64_t last_tile = work.first_key_tile + work.key_tiles - 1;
+        // The same masking decision in both groups (the block's rows), as issue_values needs.
+        const auto tile_masked = [&](int64_t key0) {
+            return !params.mask.tile_fully_visible(work.row0, work.row0 + work.rows, key0, key0 + kBlockN);
+        };
+
+        ForwardAccumulators<Traits> acc;
+        float(&o)[Traits::kHeadDim / 2] = reinterpret_cast<float(&)[Traits::kHeadDim / 2]>(acc.o);
 #pragma unroll
-    for (int half = 0; half < 2; ++half) {
-        const RowEnd end = finish_row(acc.row_max[0][half], acc.row_sum[0][half], params.scale);
-        const int64_t row = warp_row0 + lane / 4 + half * 8;
-        if (row >= params.seqlen_q) continue;
-        Element* o_row = static_cast<Element*>(params.o.data) + params.o.offset(work.batch, work.head, row);
+        for (int i = 0; i < Traits::kHeadDim / 2; ++i) o[i] = 0.0f;
 #pragma unroll
-        for (int ot = 0; ot < Traits::kOTiles; ++ot) {
-            const int col = ot * 8 + (lane % 4) * 2;
-            if (col < head_dim)
-                *reinterpret_cast<uint32_t*>(o_row + col) = ptx::pack2<Element>(
-                    acc.o[0][ot][half * 2] * end.inverse, acc.o[0][ot][half * 2 + 1] * end.inverse);
+        for (int half = 0; half < 2; ++half) {
+            acc.row_max[0][half] = -INFINITY;
+            acc.row_sum[0][half] = 0.0f;
         }
-        if (lse != nullptr && lane % 4 == 0) lse[params.lse.offset(work.batch, work.head, row)] = end.lse;
+        bool nonfinite_values = false;  // a masked tile's V held a NaN or infinity
+
+        mbarrier_wait(&barriers.q_full, item_round & 1);
+        if (work.key_tiles == 0) consumer.release(barriers.q_empty);
+        // Software pipeline over the key tiles: tile i's S = Q K^T is issued with tile i - 1's P V,
+        // and tile i's softmax runs while that P V is in flight; O is rescaled after it lands.
+        // Tile 0 is peeled off so the loop's wgmma waits are the same on every pass (ptxas
+        // serializes the pipeline otherwise).
+        uint32_t p[kBlockN / 16][4];
+        bool previous_masked = false;
+        int previous_stage = 0;
+        // Tile i's S, after its wgmmas completed: releases K (and Q after the last tile), masks it
+        // and runs the softmax's first step. Returns {masked, O needs rescaling}.
+        const auto softmax_scores = [&](int64_t i, int stage, float(&s)[1][Traits::kSTiles][4],
+                                        float(&corrections)[1][2]) {
+            fence_accumulators(reinterpret_cast<float(&)[kBlockN / 2]>(s));
+            consumer.release(barriers.key_empty[stage]);
+            if (i == work.key_tiles - 1) consumer.release(barriers.q_empty);
+            const int64_t key0 = (last_tile - i) * kBlockN;
+            const bool masked = tile_masked(key0);
+            if (masked) mask_scores<Traits>(s, params.mask, warp_row0, key0, lane);
+            const bool rescale = softmax_update<Traits>(s, acc, params.scale_log2, corrections);
+            return std::pair<bool, bool>{masked, rescale};
+        };
+        const auto finish_previous_values = [&] {
+            wgmma_wait<0>();
+            fence_accumulators(o);
+            keep_operands(p);
+            consumer.release(barriers.value_empty[previous_stage]);
+        };
+        const auto prepare_previous_values = [&] {
+            nonfinite_values |=
+                consumer.prepare_values(previous_stage, ((iteration - 1) / kStages) & 1, previous_masked);
+        };
+        if (work.key_tiles > 0) {
+            const int stage = static_cast<int>(iteration % kStages);
+            float s[1][Traits::kSTiles][4];
+            float corrections[1][2];  // O is still 0: nothing to rescale
+            mbarrier_wait(&barriers.key_full[stage], (iteration / kStages) & 1);
+            consumer.take_turn();
+            consumer.issue_scores(s, stage);
+            consumer.pass_turn();
+            wgmma_wait<0>();
+            previous_masked = softmax_scores(0, stage, s, corrections).first;
+            scores_to_operand<Traits>(p, s);
+            previous_stage = stage;
+            ++iteration;
+        }
+        for (int64_t i = 1; i < work.key_tiles; ++i, ++iteration) {
+            const int stage = static_cast<int>(iteration % kStages);
+            float s[1][Traits::kSTiles][4];
+            float corrections[1][2];
+            mbarrier_wait(&barriers.key_full[stage], (iteration / kStages) & 1);
+            prepare_previous_values();
+            consumer.take_turn();
+            consumer.issue_scores(s, stage);
+            consumer.issue_values(o, p, previous_stage);
+            consumer.pass_turn();
+            wgmma_wait<1>();
+            const auto [masked, rescale] = softmax_scores(i, stage, s, corrections);
+            finish_previous_values();
+            if (rescale) rescale_output<Traits>(acc, corrections);
+            scores_to_operand<Traits>(p, s);
+            previous_masked = masked;
+            previous_stage = stage;
+        }
+        if (work.key_tiles > 0) {
+            prepare_previous_values();
+            consumer.take_turn();
+            consumer.issue_values(o, p, previous_stage);
+            consumer.pass_turn();
+            finish_previous_values();
+        }
+
+        if (nonfinite_values) {
+            const Element* v =
+                static_cast<const Element*>(params.v.data) + params.v.offset(work.batch, work.kv_head, 0);
+            add_nonfinite_values<Traits>(acc, v, params.v.row_stride, params.mask.block_key_begin(work.row0),
+                                         params.mask.block_key_end(work.row0 + work.rows), head_dim, params.mask,
+                                         warp_row0, lane);
+        }
+#pragma unroll
+        for (int half = 0; half < 2; ++half) {
+            const RowEnd end = finish_row(acc.row_max[0][half], acc.row_sum[0][half], params.scale);
+            const int64_t row = warp_row0 + lane / 4 + half * 8;
+            if (row >= params.seqlen_q) continue;
+            Element* o_row = static_cast<Element*>(params.o.data) + params.o.offset(work.batch, work.head, row);
+#pragma unroll
+            for (int ot = 0; ot < Traits::kOTiles; ++ot) {
+                const int col = ot * 8 + (lane % 4) * 2;
+                if (col < head_dim)
+                    *reinterpret_cast<uint32_t*>(o_row + col) = ptx::pack2<Element>(
+                        acc.o[0][ot][half * 2] * end.inverse, acc.o[0][ot][half * 2 + 1] * end.inverse);
+            }
+            if (lse != nullptr && lane % 4 == 0) lse[params.lse.offset(work.batch, work.head, row)] = end.lse;
+        }
     }
 #endif
 }
@@ -258,9 +386,16 @@ void run_forward(const AttnParams& params, const cudaDeviceProp& device, cudaStr
     using Traits = ForwardTraits<kHeadDim, Element>;
     constexpr auto kernel = forward_kernel<Traits>;
     require_shared_memory(Traits::kSharedBytes, device, params, "Hopper forward kernel");
-    const unsigned blocks = grid_size((params.seqlen_q + Traits::kBlockM - 1) / Traits::kBlockM * params.heads_q *
-                                          params.batch,
-                                      "batch * heads * ceil(seqlen_q / 128) (forward)");
+    // Without a causal or window mask every work item costs the same: one persistent block per
+    // SM walks them with a stride, loading the next item's tiles during this one's end. With a
+    // mask, item costs differ, and a block per item lets the hardware balance them (longest
+    // first, tile::query_tile_block).
+    const int64_t items = grid_size(
+        (params.seqlen_q + Traits::kBlockM - 1) / Traits::kBlockM * params.heads_q * params.batch,
+        "batch * heads * ceil(seqlen_q / 128) (forward)");
+    const bool uniform_items = params.mask.window_left < 0 && params.mask.window_right < 0;
+    const auto blocks =
+        static_cast<unsigned>(uniform_items ? std::min<int64_t>(items, device.multiProcessorCount) : items);
     const CUtensorMap q_map = make_tile_map(query_extent(params, params.q), params.dtype, Traits::kBlockM);
     const CUtensorMap k_map = make_tile_map(key_extent(params, params.k), params.dtype, Traits::kBlockN);
     const CUtensorMap v_map = make_tile_map(key_extent(params, params.v), params.dtype, Traits::kBlockN);

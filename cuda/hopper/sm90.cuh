@@ -17,6 +17,7 @@
 #include <cstdint>
 
 #include "ptx.cuh"
+#include "tile.cuh"
 
 #if defined(__CUDA_ARCH__) && (__CUDA_ARCH__ == 900) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
 #define FATTN_SM90_ENABLED 1
@@ -80,6 +81,16 @@ __device__ __forceinline__ void tma_load_4d(void* destination, const CUtensorMap
         : "memory");
 }
 
+// Copies `bytes` (a multiple of 16; both addresses 16-byte aligned) of contiguous global memory
+// into shared memory; completion is counted in bytes on `barrier`.
+__device__ __forceinline__ void bulk_load(void* destination, const void* source, uint32_t bytes, uint64_t* barrier) {
+    asm volatile(
+        "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n" ::"r"(
+            ptx::smem_address(destination)),
+        "l"(reinterpret_cast<uint64_t>(source)), "r"(bytes), "r"(ptx::smem_address(barrier))
+        : "memory");
+}
+
 // Orders this thread's ordinary shared-memory writes before later reads by wgmma or TMA.
 __device__ __forceinline__ void fence_async_shared() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
 
@@ -95,8 +106,17 @@ __device__ __forceinline__ void lower_registers() {
     asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(kRegisters));
 }
 
-// Barrier `id` (1..15; 0 is __syncthreads) over `threads` threads, returning whether any of them
-// passed `predicate`.
+// Named barriers: `id` 1..15 (0 is __syncthreads) over `threads` threads (a multiple of 32).
+// sync waits for all of them; arrive counts this thread without waiting.
+__device__ __forceinline__ void named_barrier_sync(int id, int threads) {
+    asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
+}
+
+__device__ __forceinline__ void named_barrier_arrive(int id, int threads) {
+    asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
+}
+
+// A named barrier's sync that also returns whether any of the threads passed `predicate`.
 __device__ __forceinline__ bool named_barrier_or(int id, int threads, bool predicate) {
     uint32_t any = 0;
     asm volatile(
@@ -131,6 +151,12 @@ struct SwizzledTile {
         return descriptor(base + k_step * 16 * 128, kBlockBytes, kAtomBytes);
     }
 
+    // Byte offset of element (row, col): its column block, its row, and its 16-byte chunk moved
+    // by the swizzle (chunk XOR row % 8); for ordinary stores of a tile that wgmma reads.
+    __device__ __forceinline__ static uint32_t element_offset(int row, int col) {
+        return (col / 64) * kBlockBytes + row * 128 + ((((col % 64) / 8) ^ (row % 8)) * 16) + (col % 8) * 2;
+    }
+
 private:
     __device__ __forceinline__ static uint64_t descriptor(uint32_t address, uint32_t leading_bytes,
                                                           uint32_t stride_bytes) {
@@ -140,6 +166,21 @@ private:
                (static_cast<uint64_t>((stride_bytes & 0x3ffff) >> 4) << 32) | kSwizzle128B;
     }
 };
+
+// Replaces the NaNs and infinities of a shared tile of kBytes (any layout: whole 16-byte chunks)
+// by 0 (tile::zero_nonfinite_chunk says why); the kThreads threads numbered `thread` share the
+// work. Returns whether this thread replaced any; if so it has already ordered its writes before
+// later wgmma reads (fence_async_shared), and the caller's barrier completes the tile.
+template <typename Element, uint32_t kBytes, int kThreads>
+__device__ __forceinline__ bool zero_nonfinite_tile(unsigned char* tile_bytes, int thread) {
+    auto* chunks = reinterpret_cast<uint4*>(tile_bytes);
+    bool replaced = false;
+#pragma unroll 1
+    for (uint32_t chunk = thread; chunk < kBytes / 16; chunk += kThreads)
+        replaced |= tile::zero_nonfinite_chunk<Element>(chunks + chunk);
+    if (replaced) fence_async_shared();
+    return replaced;
+}
 
 // ---- wgmma ----------------------------------------------------------------------------------
 
@@ -185,6 +226,15 @@ struct Wgmma;
             asm volatile("{\n .reg .pred p;\n setp.ne.b32 p, " SCALE_SS ", 0;\n"                               \
                          " wgmma.mma_async.sync.aligned.m64n" #N "k16.f32." NAME "." NAME " " REGS ", " A_SS       \
                          ", " B_SS ", p, 1, 1, 0, 0;\n}\n"                                                     \
+                         : ACC(d)                                                                             \
+                         : "l"(a), "l"(b), "r"(static_cast<int>(accumulate)));                                \
+        }                                                                                                     \
+        /* D = A * B (+ D when accumulate): A (64 x 16) and B (16 x N) by descriptors, both MN-major    \
+           (A's rows and B's columns are the tiles' contiguous dimension): dQ = dS K from dS^T and K. */  \
+        __device__ __forceinline__ static void ss_mn(float (&d)[N / 2], uint64_t a, uint64_t b, bool accumulate) { \
+            asm volatile("{\n .reg .pred p;\n setp.ne.b32 p, " SCALE_SS ", 0;\n"                               \
+                         " wgmma.mma_async.sync.aligned.m64n" #N "k16.f32." NAME "." NAME " " REGS ", " A_SS       \
+                         ", " B_SS ", p, 1, 1, 1, 1;\n}\n"                                                     \
                          : ACC(d)                                                                             \
                          : "l"(a), "l"(b), "r"(static_cast<int>(accumulate)));                                \
         }                                                                                                     \
