@@ -87,7 +87,7 @@ public:
     void backward(const AttnBwdParams& params) override {
         ScopedDevice on_device(device_id_);
         void* workspace = workspace_.reserve(cuda::backward_workspace_bytes(params, device_), stream_);
-        cuda::launch_backward(params, workspace, device_, stream_);
+        cuda::launch_backward(params, workspace, device_, kernels_, stream_);
         check_cuda(cudaGetLastError(), "launching the backward kernels");
     }
 

@@ -26,7 +26,7 @@ std::size_t backward_workspace_bytes(const AttnBwdParams& params, const cudaDevi
 
 // dq, dk, dv. `workspace` holds backward_workspace_bytes(params, device) bytes, 256-byte aligned,
 // with unspecified contents; the launcher initializes what it needs on `stream`.
-void launch_backward(const AttnBwdParams& params, void* workspace, const cudaDeviceProp& device,
+void launch_backward(const AttnBwdParams& params, void* workspace, const cudaDeviceProp& device, KernelFamily family,
                      cudaStream_t stream);
 
 }  // namespace fattn::cuda

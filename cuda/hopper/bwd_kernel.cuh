@@ -1,0 +1,438 @@
+// The Hopper backward kernel (sm_90a): the sm_80 dK/dV kernel's algorithm (bwd_kernel.cuh) on
+// Hopper's asynchronous units, in the manner of FlashAttention-3: TMA copies, wgmma, warp
+// specialization. The preprocess (delta, lse_log2, zeroed dQ sum) and the dQ conversion are the
+// sm_80 kernels, run before and after this one.
+//
+// Algorithm. One block per (key tile of kBlockN = 128 keys, kv head, batch), key tile fastest as
+// in the sm_80 kernel (under a causal mask the first key tiles see the most rows and start first).
+// The block walks every (query head of the kv head's group, query tile of kBlockM rows) that can
+// see its keys (MaskSpec::query_begin/query_end), so GQA dK/dV need no atomics. Three warpgroups:
+//   producer  (warpgroup 0, registers lowered to 24): one thread issues the copies: K and V once,
+//             then per step the Q and dO tiles (TMA) and the step's lse_log2 and delta rows (bulk
+//             copies of the workspace) into a kStages-deep ring, each stage with a "full" mbarrier
+//             the copies complete and an "empty" one the consumer warps arrive on.
+//   consumers (warpgroups 1 and 2, registers raised to 240): group c owns keys [64c, 64c + 64).
+//             Per step, in the transposed orientation (rows are keys) so P^T and dS^T are born in
+//             registers as the A operands of dV and dK:
+//               S^T  = K_c Q^T     dP^T = V_c dO^T       wgmma SS m64n{kBlockM}k16, K-major
+//               P^T  = exp2(S^T * scale_log2 - lse_log2),  dS^T = P^T * (dP^T - delta)
+//                      (masked elements set to exact zeros; straddling tiles only)
+//               dV_c += P^T dO     dK_c += dS^T Q        wgmma RS m64n{kHeadDim}k16, B MN-major
+//               dS^T -> shared memory (double-buffered), named barrier between the groups
+//               dQ   += dS K       wgmma SS m64n64k16, A (dS^T) and B (K) MN-major; each group
+//                      one 64 x 64 tile of the kBlockM x kHeadDim product (split by query rows
+//                      at kHeadDim 64, by columns at 128), added into the workspace's fp32 dQ
+//                      sum with 8-byte atomics
+//             At the end dK *= scale and dK, dV are stored from registers.
+// Non-finite inputs follow the sm_80 kernel's rules: K loses its NaN/Inf once per block and Q on
+// masked steps (the operands that exact-zero dS elements meet in dQ and dK; the rows that read
+// them have a NaN lse or delta, so nothing is lost), masked P and dS are exact zeros.
+//
+// Layouts. Global tensors are any-strided [batch, head, row, head_dim] that TMA can address
+// (tensor_map.h); others take the sm_80 kernels (bwd_launch.h: backward_supported). Shared tiles
+// are 128-byte swizzled (sm90.cuh): K, V 128 x D; per stage Q, dO kBlockM x D and kBlockM floats
+// each of lse_log2 and delta; dS^T 128 x kBlockM twice. TMA fills rows past the sequence and
+// columns past head_dim with zeros; padding query rows have lse_log2 = +inf (P = 0) and keys past
+// seqlen_k are masked.
+//
+// Tile sizes and resources (2 stages; ptxas -v, nvcc 13.0, sm_90a; 168 registers at entry,
+// consumers raised to 240):
+//   kHeadDim   kBlockN x kBlockM   threads   shared memory   spills (ptxas)
+//   64         128 x 128           384       160 KB          184 bytes
+//   128        128 x 64            384       160 KB          84 bytes
+// kBlockM is 128 at kHeadDim 64 (S^T, dP^T 64 fp32 registers each, dK, dV 32 each) and 64 at 128
+// (dK, dV 64 each), the most that fits 240 registers per thread.
+#pragma once
+
+#include <cuda.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "../bwd_kernel.cuh"  // the sm_80 backward (this file shares its name)
+#include "hopper/bwd_launch.h"
+#include "hopper/sm90.cuh"
+#include "hopper/tensor_map.h"
+#include "launch_config.h"
+#include "params.h"
+#include "tile.cuh"
+
+namespace fattn::cuda::sm90 {
+
+template <int kHeadDim_, typename Element_>
+struct BackwardTraits {
+    using Element = Element_;
+    static constexpr int kHeadDim = kHeadDim_;
+    static constexpr int kConsumers = 2;  // warpgroups of 64 keys
+    static constexpr int kGroupKeys = 64;
+    static constexpr int kBlockN = kGroupKeys * kConsumers;
+    static constexpr int kBlockM = kHeadDim == 64 ? 128 : 64;
+    static constexpr int kThreads = 128 * (1 + kConsumers);
+    static constexpr int kConsumerThreads = 128 * kConsumers;
+    static constexpr int kStages = 2;
+    static constexpr int kProducerRegisters = 24;
+    static constexpr int kConsumerRegisters = 240;
+    // dQ = dS K (kBlockM x kHeadDim) as one 64 x 64 tile per consumer group.
+    static constexpr bool kDqSplitRows = kBlockM == 128;
+    static_assert((kDqSplitRows ? kHeadDim : kBlockM) == 64 && (kDqSplitRows ? kBlockM : kHeadDim) == 128,
+                  "two 64 x 64 dQ tiles");
+
+    using QTile = SwizzledTile<kBlockM, kHeadDim>;  // Q and dO of a step
+    using KVTile = SwizzledTile<kBlockN, kHeadDim>;
+    using DsTile = SwizzledTile<kBlockN, kBlockM>;  // dS^T
+    static constexpr uint32_t kRowStatBytes = kBlockM * sizeof(float);
+    static constexpr uint32_t kKOffset = 0;
+    static constexpr uint32_t kVOffset = kKOffset + KVTile::kBytes;
+    static constexpr uint32_t kQOffset = kVOffset + KVTile::kBytes;
+    static constexpr uint32_t kDoutOffset = kQOffset + kStages * QTile::kBytes;
+    static constexpr uint32_t kDsOffset = kDoutOffset + kStages * QTile::kBytes;
+    static constexpr uint32_t kLseOffset = kDsOffset + 2 * DsTile::kBytes;
+    static constexpr uint32_t kDeltaOffset = kLseOffset + kStages * kRowStatBytes;
+    static constexpr uint32_t kBarrierOffset = kDeltaOffset + kStages * kRowStatBytes;
+    // + 1024: the dynamic shared memory is aligned up to a swizzle atom in the kernel.
+    static constexpr int kSharedBytes = static_cast<int>(kBarrierOffset + (1 + 2 * kStages) * 8 + 1024);
+    static constexpr uint32_t kStepBytes = 2 * QTile::kBytes + 2 * kRowStatBytes;
+    static_assert(kHeadDim == 64 || kHeadDim == 128, "wgmma shapes instantiated in sm90.cuh");
+    static_assert(BackwardWorkspace::kRowPadding % kBlockM == 0, "whole lse_log2/delta rows per step");
+};
+
+template <int kStages>
+struct BackwardBarriers {
+    uint64_t kv_full;
+    uint64_t step_full[kStages];   // Q, dO, lse_log2, delta of a step
+    uint64_t step_empty[kStages];  // one arrival per consumer warp
+};
+
+// The steps of a block: every (query head of its kv head's group, query tile of kBlockM rows) with
+// a row that sees one of the keys [key0, key0 + keys), query tile fastest. Producer and consumers
+// walk the same sequence.
+template <int kBlockM>
+struct QueryTileWalk {
+    int64_t first_row;
+    int64_t end_row;
+    int64_t steps;
+    int64_t head;  // the current step's query head and first row
+    int64_t row0;
+
+    __device__ __forceinline__ QueryTileWalk(const AttnParams& params, int64_t kv_head, int64_t key0, int keys) {
+        const int64_t query_begin = params.mask.query_begin(key0);
+        const int64_t query_end = params.mask.query_end(key0 + keys - 1);
+        const int64_t first_tile = query_begin / kBlockM;
+        const int64_t tiles = query_end > query_begin ? (query_end - 1) / kBlockM - first_tile + 1 : 0;
+        first_row = first_tile * kBlockM;
+        end_row = (first_tile + tiles) * kBlockM;
+        steps = tiles * params.heads_per_kv;
+        head = kv_head * params.heads_per_kv;
+        row0 = first_row;
+    }
+    __device__ __forceinline__ void advance() {
+        row0 += kBlockM;
+        if (row0 == end_row) {
+            row0 = first_row;
+            ++head;
+        }
+    }
+};
+
+// The producer thread: K and V once, then Q, dO, lse_log2 and delta of every step.
+template <class Traits>
+__device__ __forceinline__ void produce_steps(BackwardBarriers<Traits::kStages>& barriers, unsigned char* shared,
+                                              const AttnBwdParams& params, const BackwardWorkspace& workspace,
+                                              QueryTileWalk<Traits::kBlockM> walk, int64_t batch, int64_t kv_head,
+                                              int64_t key0, const CUtensorMap* q_map, const CUtensorMap* dout_map,
+                                              const CUtensorMap* k_map, const CUtensorMap* v_map) {
+    using QTile = typename Traits::QTile;
+    using KVTile = typename Traits::KVTile;
+    constexpr int kColumnBlocks = Traits::kHeadDim / 64;
+    prefetch_tensor_map(q_map);
+    prefetch_tensor_map(dout_map);
+    prefetch_tensor_map(k_map);
+    prefetch_tensor_map(v_map);
+    const auto batch32 = static_cast<int32_t>(batch);
+
+    mbarrier_arrive_expect_bytes(&barriers.kv_full, 2 * KVTile::kBytes);
+#pragma unroll
+    for (int block = 0; block < kColumnBlocks; ++block) {
+        tma_load_4d(shared + Traits::kKOffset + block * KVTile::kBlockBytes, k_map, &barriers.kv_full, block * 64,
+                    static_cast<int32_t>(key0), static_cast<int32_t>(kv_head), batch32);
+        tma_load_4d(shared + Traits::kVOffset + block * KVTile::kBlockBytes, v_map, &barriers.kv_full, block * 64,
+                    static_cast<int32_t>(key0), static_cast<int32_t>(kv_head), batch32);
+    }
+
+    for (int64_t step = 0; step < walk.steps; ++step, walk.advance()) {
+        const int stage = static_cast<int>(step % Traits::kStages);
+        const uint32_t phase = static_cast<uint32_t>(step / Traits::kStages) & 1;
+        uint64_t* full = &barriers.step_full[stage];
+        mbarrier_wait(&barriers.step_empty[stage], phase ^ 1);
+        mbarrier_arrive_expect_bytes(full, Traits::kStepBytes);
+        const auto row0 = static_cast<int32_t>(walk.row0);
+        const auto head = static_cast<int32_t>(walk.head);
+#pragma unroll
+        for (int block = 0; block < kColumnBlocks; ++block) {
+            const uint32_t offset = stage * QTile::kBytes + block * QTile::kBlockBytes;
+            tma_load_4d(shared + Traits::kQOffset + offset, q_map, full, block * 64, row0, head, batch32);
+            tma_load_4d(shared + Traits::kDoutOffset + offset, dout_map, full, block * 64, row0, head, batch32);
+        }
+        const int64_t stats = (batch * params.heads_q + walk.head) * workspace.padded_rows + walk.row0;
+        bulk_load(shared + Traits::kLseOffset + stage * Traits::kRowStatBytes, workspace.lse_log2 + stats,
+                  Traits::kRowStatBytes, full);
+        bulk_load(shared + Traits::kDeltaOffset + stage * Traits::kRowStatBytes, workspace.delta + stats,
+                  Traits::kRowStatBytes, full);
+    }
+}
+
+template <class Traits>
+__global__ void __launch_bounds__(Traits::kThreads, 1)
+    backward_kernel(const __grid_constant__ AttnBwdParams params, const BackwardWorkspace workspace,
+                    const __grid_constant__ CUtensorMap q_map, const __grid_constant__ CUtensorMap dout_map,
+                    const __grid_constant__ CUtensorMap k_map, const __grid_constant__ CUtensorMap v_map) {
+#if FATTN_SM90_ENABLED
+    using namespace backward_detail;
+    using Element = typename Traits::Element;
+    using QTile = typename Traits::QTile;
+    using KVTile = typename Traits::KVTile;
+    using DsTile = typename Traits::DsTile;
+    constexpr int kHeadDim = Traits::kHeadDim;
+    constexpr int kBlockN = Traits::kBlockN;
+    constexpr int kBlockM = Traits::kBlockM;
+    constexpr int kStages = Traits::kStages;
+
+    extern __shared__ unsigned char shared_unaligned[];
+    unsigned char* shared = shared_unaligned + (1024 - ptx::smem_address(shared_unaligned) % 1024) % 1024;
+    auto& barriers = *reinterpret_cast<BackwardBarriers<kStages>*>(shared + Traits::kBarrierOffset);
+
+    const int64_t key_tiles = (params.seqlen_k + kBlockN - 1) / kBlockN;
+    const int64_t block = blockIdx.x;
+    const int64_t key0 = block % key_tiles * kBlockN;
+    const int64_t kv_head = (block / key_tiles) % params.heads_kv;
+    const int64_t batch = block / key_tiles / params.heads_kv;
+    const int keys = static_cast<int>(params.seqlen_k - key0 < kBlockN ? params.seqlen_k - key0 : kBlockN);
+    QueryTileWalk<kBlockM> walk(params, kv_head, key0, keys);
+    const int warpgroup = static_cast<int>(threadIdx.x) / 128;
+
+    if (threadIdx.x == 0) {
+        mbarrier_init(&barriers.kv_full, 1);
+        for (int stage = 0; stage < kStages; ++stage) {
+            mbarrier_init(&barriers.step_full[stage], 1);
+            mbarrier_init(&barriers.step_empty[stage], Traits::kConsumerThreads / 32);
+        }
+        mbarrier_init_fence();
+    }
+    __syncthreads();
+
+    if (warpgroup == 0) {
+        lower_registers<Traits::kProducerRegisters>();
+        if (threadIdx.x == 0 && walk.steps > 0)
+            produce_steps<Traits>(barriers, shared, params, workspace, walk, batch, kv_head, key0, &q_map, &dout_map,
+                                  &k_map, &v_map);
+        return;
+    }
+    raise_registers<Traits::kConsumerRegisters>();
+
+    const int consumer = warpgroup - 1;
+    const int consumer_thread = static_cast<int>(threadIdx.x) - 128;
+    const int lane = static_cast<int>(threadIdx.x) % 32;
+    const int group_key0 = consumer * Traits::kGroupKeys;
+    const int warp_key0 = group_key0 + (consumer_thread / 32) % 4 * 16;  // this warp's 16 keys (rows)
+    const uint32_t base = ptx::smem_address(shared);
+    const uint32_t k_base = base + Traits::kKOffset;
+    const uint32_t v_base = base + Traits::kVOffset;
+    // This group's 64 x 64 tile of dQ: its rows within the step's query tile, its columns.
+    const int dq_row0 = Traits::kDqSplitRows ? consumer * 64 : 0;
+    const int dq_col0 = Traits::kDqSplitRows ? 0 : consumer * 64;
+    const uint32_t dq_k_base = k_base + (Traits::kDqSplitRows ? 0 : consumer * KVTile::kBlockBytes);
+    const uint32_t dq_ds_offset = Traits::kDqSplitRows ? consumer * DsTile::kBlockBytes : 0;
+
+    float dk[kHeadDim / 2];
+    float dv[kHeadDim / 2];
+#pragma unroll
+    for (int i = 0; i < kHeadDim / 2; ++i) {
+        dk[i] = 0.0f;
+        dv[i] = 0.0f;
+    }
+
+    if (walk.steps > 0) {
+        // K without NaN/Inf for dQ += dS K, where masked (zero) dS elements meet every key; S^T
+        // needs no poisoned key either, as the rows that read one have a NaN lse.
+        mbarrier_wait(&barriers.kv_full, 0);
+        zero_nonfinite_tile<Element, KVTile::kBytes, Traits::kConsumerThreads>(shared + Traits::kKOffset,
+                                                                                consumer_thread);
+        named_barrier_sync(1, Traits::kConsumerThreads);
+    }
+
+    const MaskSpec& mask = params.mask;
+    for (int64_t step = 0; step < walk.steps; ++step, walk.advance()) {
+        const int stage = static_cast<int>(step % kStages);
+        const uint32_t phase = static_cast<uint32_t>(step / kStages) & 1;
+        const int64_t row0 = walk.row0;
+        const int rows = static_cast<int>(params.seqlen_q - row0 < kBlockM ? params.seqlen_q - row0 : kBlockM);
+        const uint32_t q_stage = base + Traits::kQOffset + stage * QTile::kBytes;
+        const uint32_t dout_stage = base + Traits::kDoutOffset + stage * QTile::kBytes;
+        // The same decision in both groups (the step's rows x the block's keys).
+        const bool masked = !mask.tile_fully_visible(row0, row0 + rows, key0, key0 + kBlockN);
+
+        mbarrier_wait(&barriers.step_full[stage], phase);
+        if (masked) {  // Q without NaN/Inf for dK += dS^T Q, where masked dS elements meet it
+            zero_nonfinite_tile<Element, QTile::kBytes, Traits::kConsumerThreads>(
+                shared + Traits::kQOffset + stage * QTile::kBytes, consumer_thread);
+            named_barrier_sync(1, Traits::kConsumerThreads);
+        }
+
+        // S^T and dP^T: this group's 64 keys x the step's kBlockM queries, [8-query tile][4].
+        float s[kBlockM / 8][4];
+        float dp[kBlockM / 8][4];
+        float(&s_flat)[kBlockM / 2] = reinterpret_cast<float(&)[kBlockM / 2]>(s);
+        float(&dp_flat)[kBlockM / 2] = reinterpret_cast<float(&)[kBlockM / 2]>(dp);
+        wgmma_fence();
+#pragma unroll
+        for (int k_step = 0; k_step < kHeadDim / 16; ++k_step)
+            Wgmma<kBlockM, Element>::ss(s_flat, KVTile::k_major(k_base, group_key0, k_step),
+                                        QTile::k_major(q_stage, 0, k_step), k_step > 0);
+        wgmma_commit();
+#pragma unroll
+        for (int k_step = 0; k_step < kHeadDim / 16; ++k_step)
+            Wgmma<kBlockM, Element>::ss(dp_flat, KVTile::k_major(v_base, group_key0, k_step),
+                                        QTile::k_major(dout_stage, 0, k_step), k_step > 0);
+        wgmma_commit();
+        wgmma_wait<0>();
+        fence_accumulators(s_flat);
+        fence_accumulators(dp_flat);
+
+        // Element (key g [+8], query 2t [+1]) of each 8-query tile: P^T and dS^T in place.
+        const auto* lse_log2 =
+            reinterpret_cast<const float2*>(shared + Traits::kLseOffset + stage * Traits::kRowStatBytes);
+        const auto* delta =
+            reinterpret_cast<const float2*>(shared + Traits::kDeltaOffset + stage * Traits::kRowStatBytes);
+#pragma unroll
+        for (int t = 0; t < kBlockM / 8; ++t) {
+            const float2 row_lse_log2 = lse_log2[t * 4 + lane % 4];
+            const float2 row_delta = delta[t * 4 + lane % 4];
+#pragma unroll
+            for (int h = 0; h < 2; ++h) {
+                probability_and_gradient(s[t][h * 2], dp[t][h * 2], row_lse_log2.x, row_delta.x, params.scale_log2);
+                probability_and_gradient(s[t][h * 2 + 1], dp[t][h * 2 + 1], row_lse_log2.y, row_delta.y,
+                                         params.scale_log2);
+            }
+        }
+        if (masked) {
+#pragma unroll
+            for (int t = 0; t < kBlockM / 8; ++t) {
+#pragma unroll
+                for (int e = 0; e < 2; ++e) {
+                    const int2 range = visible_keys<kBlockN>(mask, row0 + t * 8 + (lane % 4) * 2 + e, key0);
+#pragma unroll
+                    for (int h = 0; h < 2; ++h) {
+                        const int key = warp_key0 + lane / 4 + h * 8;
+                        if (key < range.x || key >= range.y) zero_masked(s[t][h * 2 + e], dp[t][h * 2 + e]);
+                    }
+                }
+            }
+        }
+
+        // P^T and dS^T as A operands (16 queries per k step); dS^T also to shared memory for dQ.
+        uint32_t p[kBlockM / 16][4];
+        uint32_t ds[kBlockM / 16][4];
+        const int buffer = static_cast<int>(step % 2);
+        unsigned char* ds_tile = shared + Traits::kDsOffset + buffer * DsTile::kBytes;
+#pragma unroll
+        for (int k_step = 0; k_step < kBlockM / 16; ++k_step) {
+            tile::accumulators_to_a<Element>(p[k_step], s[2 * k_step], s[2 * k_step + 1]);
+            tile::accumulators_to_a<Element>(ds[k_step], dp[2 * k_step], dp[2 * k_step + 1]);
+#pragma unroll
+            for (int i = 0; i < 4; ++i) {  // a[i]: query tile 2 * k_step + i / 2, key row g + 8 * (i % 2)
+                const int key = warp_key0 + lane / 4 + (i % 2) * 8;
+                const int query = (2 * k_step + i / 2) * 8 + (lane % 4) * 2;
+                *reinterpret_cast<uint32_t*>(ds_tile + DsTile::element_offset(key, query)) = ds[k_step][i];
+            }
+        }
+        fence_async_shared();  // dS^T's next reader is wgmma
+
+        wgmma_fence();
+#pragma unroll
+        for (int k_step = 0; k_step < kBlockM / 16; ++k_step)
+            Wgmma<kHeadDim, Element>::rs_mn(dv, p[k_step], QTile::mn_major(dout_stage, k_step));
+#pragma unroll
+        for (int k_step = 0; k_step < kBlockM / 16; ++k_step)
+            Wgmma<kHeadDim, Element>::rs_mn(dk, ds[k_step], QTile::mn_major(q_stage, k_step));
+        wgmma_commit();
+
+        named_barrier_sync(2, Traits::kConsumerThreads);  // both groups' dS^T written
+        float dq[32];
+        wgmma_fence();
+        const uint32_t ds_base = base + Traits::kDsOffset + buffer * DsTile::kBytes + dq_ds_offset;
+#pragma unroll
+        for (int k_step = 0; k_step < kBlockN / 16; ++k_step)
+            Wgmma<64, Element>::ss_mn(dq, DsTile::mn_major(ds_base, k_step), KVTile::mn_major(dq_k_base, k_step),
+                                      k_step > 0);
+        wgmma_commit();
+        wgmma_wait<1>();  // dV and dK done: the stage's Q and dO are free
+        fence_accumulators(dk);
+        fence_accumulators(dv);
+        if (lane == 0) mbarrier_arrive(&barriers.step_empty[stage]);
+        wgmma_wait<0>();
+        fence_accumulators(dq);
+
+        float* accum = workspace.dq_accum +
+                       ((batch * params.heads_q + walk.head) * params.seqlen_q + row0) * kHeadDim + dq_col0;
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+            const int row = dq_row0 + (consumer_thread / 32) % 4 * 16 + lane / 4 + h * 8;
+            if (row >= rows) continue;
+#pragma unroll
+            for (int t = 0; t < 8; ++t)
+                atomic_add_pair(accum + row * kHeadDim + t * 8 + (lane % 4) * 2, dq[t * 4 + h * 2],
+                                dq[t * 4 + h * 2 + 1]);
+        }
+    }
+
+    const int head_dim = static_cast<int>(params.head_dim);
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+        const int64_t key = key0 + warp_key0 + lane / 4 + h * 8;
+        if (key >= params.seqlen_k) continue;
+        Element* dk_row = static_cast<Element*>(params.dk.data) + params.dk.offset(batch, kv_head, key);
+        Element* dv_row = static_cast<Element*>(params.dv.data) + params.dv.offset(batch, kv_head, key);
+#pragma unroll
+        for (int t = 0; t < kHeadDim / 8; ++t) {
+            const int col = t * 8 + (lane % 4) * 2;
+            if (col >= head_dim) continue;
+            *reinterpret_cast<uint32_t*>(dk_row + col) =
+                ptx::pack2<Element>(dk[t * 4 + h * 2] * params.scale, dk[t * 4 + h * 2 + 1] * params.scale);
+            *reinterpret_cast<uint32_t*>(dv_row + col) = ptx::pack2<Element>(dv[t * 4 + h * 2], dv[t * 4 + h * 2 + 1]);
+        }
+    }
+#endif
+}
+
+template <int kHeadDim, typename Element>
+void run_backward(const AttnBwdParams& params, const BackwardWorkspace& workspace, const cudaDeviceProp& device,
+                  cudaStream_t stream) {
+    using Traits = BackwardTraits<kHeadDim, Element>;
+    constexpr auto kernel = backward_kernel<Traits>;
+    require_shared_memory(Traits::kSharedBytes, device, params, "Hopper backward kernel");
+    const int64_t key_tiles = (params.seqlen_k + Traits::kBlockN - 1) / Traits::kBlockN;
+    const unsigned blocks = grid_size(key_tiles * params.heads_kv * params.batch, "batch * kv heads * key tiles");
+    constexpr int64_t kChunksPerRow = kHeadDim / tile::kChunk;
+    const unsigned preprocess_blocks = grid_size(
+        (params.batch * params.heads_q * workspace.padded_rows + kPreprocessRows - 1) / kPreprocessRows,
+        "batch * heads * rows / rows-per-block (preprocess)");
+    const unsigned convert_blocks = grid_size(
+        (params.batch * params.heads_q * params.seqlen_q * kChunksPerRow + kRowKernelThreads - 1) / kRowKernelThreads,
+        "batch * heads * query tiles (dQ)");
+    const bool vectorized = backward_detail::aligned16(params.o) && backward_detail::aligned16(params.dout) &&
+                            backward_detail::aligned16(params.dq);
+    const CUtensorMap q_map = make_tile_map(query_extent(params, params.q), params.dtype, Traits::kBlockM);
+    const CUtensorMap dout_map = make_tile_map(query_extent(params, params.dout), params.dtype, Traits::kBlockM);
+    const CUtensorMap k_map = make_tile_map(key_extent(params, params.k), params.dtype, Traits::kBlockN);
+    const CUtensorMap v_map = make_tile_map(key_extent(params, params.v), params.dtype, Traits::kBlockN);
+    allow_shared_memory<kernel>(Traits::kSharedBytes);
+
+    backward_preprocess<kHeadDim, Element><<<preprocess_blocks, kRowKernelThreads, 0, stream>>>(params, workspace,
+                                                                                                 vectorized);
+    kernel<<<blocks, Traits::kThreads, Traits::kSharedBytes, stream>>>(params, workspace, q_map, dout_map, k_map,
+                                                                        v_map);
+    backward_dq_convert<kHeadDim, Element><<<convert_blocks, kRowKernelThreads, 0, stream>>>(params, workspace,
+                                                                                             vectorized);
+}
+
+}  // namespace fattn::cuda::sm90
