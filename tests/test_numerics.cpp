@@ -121,6 +121,23 @@ FATTN_SCENARIO("a larger problem (B=2, Hq=4, Hkv=2, N=512, D=128, causal)", larg
     check_problems(backend, "larger", problems);
 }
 
+FATTN_SCENARIO("more query tiles than a GPU has multiprocessors (persistent kernels), masked and not", many_tiles) {
+    // 3 x 8 heads x ceil(700 / 128) = 144 query tiles of 128 rows: persistent CUDA kernels (one block
+    // per multiprocessor, 132 on an H100) walk several each and carry their pipelines across them.
+    // head_dim 56 and 120 leave columns of the 64 and 128 tiles empty.
+    std::vector<Problem> problems;
+    const std::pair<fattn_dtype_t, int64_t> variants[] = {{FATTN_DTYPE_F16, 56}, {FATTN_DTYPE_BF16, 120}};
+    for (const auto& [dtype, dim] : variants)
+        for (int mask = 0; mask < 3; ++mask) {
+            Problem problem(dtype, long_length(700), long_length(389), dim);
+            problem.with_heads(3, 8, 2).with_layout(mask == 1 ? Layout::BHND : Layout::BNHD);
+            if (mask == 1) problem.causal();
+            if (mask == 2) problem.window(100, 30);
+            problems.push_back(problem);
+        }
+    check_problems(backend, "many tiles", problems);
+}
+
 FATTN_SCENARIO("forward with lse = NULL writes the same o", forward_without_lse) {
     const Handle handle(backend);
     REQUIRE(handle.create_status() == FATTN_SUCCESS);
