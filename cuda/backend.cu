@@ -28,7 +28,7 @@ void check_cuda(cudaError_t status, const char* what) {
 // Device memory the handle owns and reuses; grows, never shrinks, until the handle is destroyed.
 class DeviceWorkspace {
 public:
-    DeviceWorkspace() = default;
+    explicit DeviceWorkspace(const char* purpose) : purpose_(purpose) {}
     DeviceWorkspace(const DeviceWorkspace&) = delete;
     DeviceWorkspace& operator=(const DeviceWorkspace&) = delete;
     ~DeviceWorkspace() { cudaFree(data_); }
@@ -40,8 +40,8 @@ public:
         void* grown = nullptr;
         if (allocation_should_fail())
             fail(FATTN_ERROR_OUT_OF_MEMORY, "could not allocate ", bytes,
-                 " bytes of device memory for the backward's workspace (injected failure)");
-        check_cuda(cudaMallocAsync(&grown, bytes, stream), "allocating the backward's device workspace");
+                 " bytes of device memory for the ", purpose_, " (injected failure)");
+        check_cuda(cudaMallocAsync(&grown, bytes, stream), purpose_);
         if (data_ != nullptr) cudaFreeAsync(data_, stream);
         data_ = grown;
         capacity_ = bytes;
@@ -49,6 +49,7 @@ public:
     }
 
 private:
+    const char* purpose_;
     void* data_ = nullptr;
     std::size_t capacity_ = 0;
 };
@@ -80,7 +81,10 @@ public:
 
     void forward(const AttnParams& params) override {
         ScopedDevice on_device(device_id_);
-        cuda::launch_forward(params, device_, kernels_, stream_);
+        void* workspace = kernels_ == cuda::KernelFamily::Hopper
+                              ? forward_workspace_.reserve(cuda::kHopperForwardWorkspaceBytes, stream_)
+                              : nullptr;
+        cuda::launch_forward(params, workspace, device_, kernels_, stream_);
         check_cuda(cudaGetLastError(), "launching the forward kernel");
     }
 
@@ -150,7 +154,8 @@ private:
     cudaDeviceProp device_{};
     cuda::KernelFamily kernels_ = cuda::KernelFamily::Sm80;
     cudaStream_t stream_ = nullptr;
-    DeviceWorkspace workspace_;
+    DeviceWorkspace forward_workspace_{"forward's device workspace"};
+    DeviceWorkspace workspace_{"backward's device workspace"};
 };
 
 }  // namespace

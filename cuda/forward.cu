@@ -8,11 +8,11 @@
 
 namespace fattn::cuda {
 
-void launch_forward(const AttnParams& params, const cudaDeviceProp& device, KernelFamily family,
+void launch_forward(const AttnParams& params, void* workspace, const cudaDeviceProp& device, KernelFamily family,
                     cudaStream_t stream) {
     if (family == KernelFamily::Hopper && sm90::forward_supported(params)) {
         FATTN_SM90_HEADDIM_SWITCH(params.head_dim, kHeadDim, [&] {
-            FATTN_DTYPE_SWITCH(params.dtype, Element, [&] { sm90::run_forward<kHeadDim, Element>(params, device, stream); });
+            FATTN_DTYPE_SWITCH(params.dtype, Element, [&] { sm90::run_forward<kHeadDim, Element>(params, workspace, device, stream); });
         });
         return;
     }

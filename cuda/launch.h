@@ -17,8 +17,14 @@ namespace fattn::cuda {
 // Hopper ones (cuda/hopper/) take the problems they serve.
 enum class KernelFamily { Sm80, Hopper };
 
-// o (and lse when params.lse.data != nullptr) = attention(q, k, v).
-void launch_forward(const AttnParams& params, const cudaDeviceProp& device, KernelFamily family,
+// Device scratch the forward needs with the Hopper kernels (their work-item counter); the sm_80
+// kernels need none.
+inline constexpr std::size_t kHopperForwardWorkspaceBytes = 256;
+
+// o (and lse when params.lse.data != nullptr) = attention(q, k, v). `workspace` holds
+// kHopperForwardWorkspaceBytes (256-byte aligned, any contents) when family is Hopper, else may be
+// null; the launcher initializes what it needs on `stream`.
+void launch_forward(const AttnParams& params, void* workspace, const cudaDeviceProp& device, KernelFamily family,
                     cudaStream_t stream);
 
 // Device scratch the backward needs for this problem (fp32 dq accumulator, rowsum(dO*O), ...).

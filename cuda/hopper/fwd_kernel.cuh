@@ -53,14 +53,25 @@ template <int kHeadDim_, typename Element_>
 struct ForwardTraits {
     using Element = Element_;
     static constexpr int kHeadDim = kHeadDim_;
-    static constexpr int kConsumers = 2;  // warpgroups of 64 query rows
+    // Warpgroups of 64 query rows. D=64 takes three: its tiles' products are short next to their
+    // softmax, and a third group keeps more tensor work in flight to hide it.
+    static constexpr int kConsumers = kHeadDim_ <= 64 ? 3 : 2;
     static constexpr int kBlockM = 64 * kConsumers;
     static constexpr int kBlockN = 128;
     static constexpr int kThreads = 128 * (1 + kConsumers);
     static constexpr int kConsumerThreads = 128 * kConsumers;
     static constexpr int kStages = 2;
-    static constexpr int kProducerRegisters = 24;
-    static constexpr int kConsumerRegisters = 240;
+    // setmaxnreg moves registers from the producer to the consumers within what the block got at
+    // launch (the per-thread cap of __launch_bounds__(kThreads, 1), in steps of 8): 168 x 384 or
+    // 128 x 512. If the consumers asked for more than the producer freed, their setmaxnreg.inc would
+    // wait forever (a first version asked for 32 + 2 x 240 and hung). The producer's scheduling
+    // arithmetic fits 32 without spills; at two groups it gets 24 (12 bytes spilled, off the
+    // consumers' path) so that the consumers keep 240.
+    static constexpr int kLaunchRegisters = 65536 / kThreads / 8 * 8;
+    static constexpr int kProducerRegisters = kConsumers == 3 ? 32 : 24;
+    static constexpr int kConsumerRegisters = kConsumers == 3 ? 160 : 240;
+    static_assert(kProducerRegisters + kConsumers * kConsumerRegisters <= (1 + kConsumers) * kLaunchRegisters,
+                  "setmaxnreg can only redistribute the registers the block was launched with");
     // fwd_softmax.cuh's per-warp view: each warp of a consumer group owns one 16-row tile.
     static constexpr int kMTiles = 1;
     static constexpr int kSTiles = kBlockN / 8;
@@ -72,12 +83,13 @@ struct ForwardTraits {
     static constexpr uint32_t kVOffset = kKOffset + kStages * KVTile::kBytes;
     static constexpr uint32_t kBarrierOffset = kVOffset + kStages * KVTile::kBytes;
     // + 1024: the dynamic shared memory is aligned up to a swizzle atom in the kernel.
-    static constexpr int kSharedBytes = static_cast<int>(kBarrierOffset + (2 + 4 * kStages) * 8 + 1024);
+    static constexpr int kSharedBytes = static_cast<int>(kBarrierOffset + (3 + 4 * kStages) * 8 + 1024);
     static_assert(kHeadDim == 64 || kHeadDim == 128, "wgmma shapes instantiated in sm90.cuh");
 };
 
 template <int kStages>
 struct ForwardBarriers {
+    int64_t next_item;  // the work item whose Q the current q_full phase brings (>= items: stop)
     uint64_t q_full;
     uint64_t q_empty;  // one arrival per consumer warp, after its last Q K^T of a work item
     uint64_t key_full[kStages];
@@ -86,25 +98,37 @@ struct ForwardBarriers {
     uint64_t value_empty[kStages];
 };
 
-// Work items of a persistent block: block b takes items b, b + gridDim.x, ...
+// Work items (query tiles of kBlockM rows, numbered as tile::query_tile_block numbers them).
 __device__ __forceinline__ int64_t work_items(const AttnParams& params, int block_rows) {
     return (params.seqlen_q + block_rows - 1) / block_rows * params.heads_q * params.batch;
 }
 
-// The producer thread: for each work item, Q, then K and V of every visible key tile, last tile
-// first. `iteration` counts key tiles over all items, so the stage ring runs on across items.
+// The producer thread. Persistent blocks take work items dynamically: block b starts with item b,
+// then claims gridDim.x + atomicAdd(next_item_counter, 1), so blocks that drew short (masked)
+// items take more of them and the longest items, numbered first, start first. For each item:
+// hand its number to the consumers with Q (next_item, then q_full), then K and V of every visible
+// key tile, last tile first. `iteration` counts key tiles over all items, so the stage ring runs
+// on across items and the next item's tiles load during this one's end.
 template <class Traits>
 __device__ __forceinline__ void produce_tiles(ForwardBarriers<Traits::kStages>& barriers, unsigned char* shared,
-                                              const AttnParams& params, const CUtensorMap* q_map,
-                                              const CUtensorMap* k_map, const CUtensorMap* v_map) {
+                                              const AttnParams& params, int* next_item_counter,
+                                              const CUtensorMap* q_map, const CUtensorMap* k_map,
+                                              const CUtensorMap* v_map) {
     using KVTile = typename Traits::KVTile;
     constexpr int kColumnBlocks = Traits::kHeadDim / 64;
     prefetch_tensor_map(q_map);
     prefetch_tensor_map(k_map);
     prefetch_tensor_map(v_map);
+    const int64_t items = work_items(params, Traits::kBlockM);
     uint32_t iteration = 0;
-    uint32_t item_round = 0;
-    for (int64_t item = blockIdx.x; item < work_items(params, Traits::kBlockM); item += gridDim.x, ++item_round) {
+    int64_t item = blockIdx.x;
+    for (uint32_t item_round = 0;; ++item_round) {
+        mbarrier_wait(&barriers.q_empty, (item_round & 1) ^ 1);
+        barriers.next_item = item;  // published by the arrive on q_full
+        if (item >= items) {
+            mbarrier_arrive(&barriers.q_full);
+            return;
+        }
         const tile::QueryTileBlock work = tile::query_tile_block<Traits::kBlockM, Traits::kBlockN>(params, item);
         const auto batch = static_cast<int32_t>(work.batch);
         const auto kv_head = static_cast<int32_t>(work.kv_head);
@@ -114,6 +138,7 @@ __device__ __forceinline__ void produce_tiles(ForwardBarriers<Traits::kStages>& 
         for (int block = 0; block < kColumnBlocks; ++block)
             tma_load_4d(shared + block * Traits::QTile::kBlockBytes, q_map, &barriers.q_full, block * 64,
                         static_cast<int32_t>(work.row0), static_cast<int32_t>(work.head), batch);
+        item = gridDim.x + atomicAdd(next_item_counter, 1);
 
         const int64_t last_tile = work.first_key_tile + work.key_tiles - 1;
         for (int64_t i = 0; i < work.key_tiles; ++i, ++iteration) {
@@ -143,13 +168,12 @@ struct Consumer {
 
     static constexpr int kCleanBarrier = 1;  // named barriers; kTurnBarrier + group is a group's turn
     static constexpr int kTurnBarrier = 2;
-    static_assert(Traits::kConsumers == 2, "turn taking between two groups");
 
     ForwardBarriers<Traits::kStages>& barriers;
     unsigned char* shared;
     int group;
     uint32_t q_base;  // this group's 64 rows of Q
-    int thread;       // 0 .. kConsumerThreads - 1 over both groups
+    int thread;       // 0 .. kConsumerThreads - 1 over all groups
     int lane;
 
     // S = Q K^T for the key tile in `stage`, issued (the caller waits).
@@ -165,8 +189,8 @@ struct Consumer {
     }
 
     // Waits for the value tile in `stage`. A masked tile's V then has its NaNs and infinities
-    // replaced by 0, by both groups together (the same tiles are masked for both, and neither holds
-    // its turn here); returns whether any were (add_nonfinite_values then adds them back).
+    // replaced by 0, by all groups together (the same tiles are masked for all, and none holds its
+    // turn here); returns whether any were (add_nonfinite_values then adds them back).
     __device__ __forceinline__ bool prepare_values(int stage, uint32_t phase, bool masked) const {
         mbarrier_wait(&barriers.value_full[stage], phase);
         if (!masked) return false;
@@ -186,16 +210,16 @@ struct Consumer {
         wgmma_commit();
     }
 
-    // The two groups take turns issuing their wgmmas (FlashAttention-3's ping-pong), so one group's
-    // softmax runs while the other's products keep the tensor cores busy. Group 0 goes first.
+    // The groups take turns, in a ring, issuing their wgmmas (FlashAttention-3's ping-pong), so one
+    // group's softmax runs while another's products keep the tensor cores busy. Each turn's barrier
+    // counts its group (sync) and the previous group (arrive). Group 0 goes first.
+    static constexpr int kTurnThreads = 256;
     __device__ __forceinline__ void start_turns() const {
-        if (group == 1) named_barrier_arrive(kTurnBarrier, Traits::kConsumerThreads);
+        if (group == Traits::kConsumers - 1) named_barrier_arrive(kTurnBarrier, kTurnThreads);
     }
-    __device__ __forceinline__ void take_turn() const {
-        named_barrier_sync(kTurnBarrier + group, Traits::kConsumerThreads);
-    }
+    __device__ __forceinline__ void take_turn() const { named_barrier_sync(kTurnBarrier + group, kTurnThreads); }
     __device__ __forceinline__ void pass_turn() const {
-        named_barrier_arrive(kTurnBarrier + 1 - group, Traits::kConsumerThreads);
+        named_barrier_arrive(kTurnBarrier + (group + 1) % Traits::kConsumers, kTurnThreads);
     }
 
     __device__ __forceinline__ void release(uint64_t& empty) const {
@@ -221,8 +245,9 @@ __device__ __forceinline__ void keep_operands(uint32_t (&p)[N][4]) {
 
 template <class Traits>
 __global__ void __launch_bounds__(Traits::kThreads, 1)
-    forward_kernel(const __grid_constant__ AttnParams params, const __grid_constant__ CUtensorMap q_map,
-                   const __grid_constant__ CUtensorMap k_map, const __grid_constant__ CUtensorMap v_map) {
+    forward_kernel(const __grid_constant__ AttnParams params, int* next_item_counter,
+                   const __grid_constant__ CUtensorMap q_map, const __grid_constant__ CUtensorMap k_map,
+                   const __grid_constant__ CUtensorMap v_map) {
 #if FATTN_SM90_ENABLED
     using Element = typename Traits::Element;
     constexpr int kBlockN = Traits::kBlockN;
@@ -249,7 +274,8 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
 
     if (warpgroup == 0) {
         lower_registers<Traits::kProducerRegisters>();
-        if (threadIdx.x == 0) produce_tiles<Traits>(barriers, shared, params, &q_map, &k_map, &v_map);
+        if (threadIdx.x == 0)
+            produce_tiles<Traits>(barriers, shared, params, next_item_counter, &q_map, &k_map, &v_map);
         return;
     }
     raise_registers<Traits::kConsumerRegisters>();
@@ -261,13 +287,16 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
     const int head_dim = static_cast<int>(params.head_dim);
     float* lse = static_cast<float*>(params.lse.data);
     consumer.start_turns();
+    const int64_t items = work_items(params, Traits::kBlockM);
     uint32_t iteration = 0;  // key tiles over all work items: the stage ring's position
-    uint32_t item_round = 0;
-    for (int64_t item = blockIdx.x; item < work_items(params, Traits::kBlockM); item += gridDim.x, ++item_round) {
+    for (uint32_t item_round = 0;; ++item_round) {
+        mbarrier_wait(&barriers.q_full, item_round & 1);
+        const int64_t item = barriers.next_item;
+        if (item >= items) break;
         const tile::QueryTileBlock work = tile::query_tile_block<Traits::kBlockM, kBlockN>(params, item);
         const int64_t warp_row0 = work.row0 + group * 64 + (consumer.thread / 32 % 4) * 16;
         const int64_t last_tile = work.first_key_tile + work.key_tiles - 1;
-        // The same masking decision in both groups (the block's rows), as issue_values needs.
+        // The same masking decision in all groups (the block's rows), as prepare_values needs.
         const auto tile_masked = [&](int64_t key0) {
             return !params.mask.tile_fully_visible(work.row0, work.row0 + work.rows, key0, key0 + kBlockN);
         };
@@ -283,7 +312,6 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
         }
         bool nonfinite_values = false;  // a masked tile's V held a NaN or infinity
 
-        mbarrier_wait(&barriers.q_full, item_round & 1);
         if (work.key_tiles == 0) consumer.release(barriers.q_empty);
         // Software pipeline over the key tiles: tile i's S = Q K^T is issued with tile i - 1's P V,
         // and tile i's softmax runs while that P V is in flight; O is rescaled after it lands.
@@ -382,25 +410,22 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
 }
 
 template <int kHeadDim, typename Element>
-void run_forward(const AttnParams& params, const cudaDeviceProp& device, cudaStream_t stream) {
+void run_forward(const AttnParams& params, void* workspace, const cudaDeviceProp& device, cudaStream_t stream) {
     using Traits = ForwardTraits<kHeadDim, Element>;
     constexpr auto kernel = forward_kernel<Traits>;
     require_shared_memory(Traits::kSharedBytes, device, params, "Hopper forward kernel");
-    // Without a causal or window mask every work item costs the same: one persistent block per
-    // SM walks them with a stride, loading the next item's tiles during this one's end. With a
-    // mask, item costs differ, and a block per item lets the hardware balance them (longest
-    // first, tile::query_tile_block).
+    // Persistent: one block per SM claims work items dynamically (produce_tiles), counting from 0.
     const int64_t items = grid_size(
         (params.seqlen_q + Traits::kBlockM - 1) / Traits::kBlockM * params.heads_q * params.batch,
-        "batch * heads * ceil(seqlen_q / 128) (forward)");
-    const bool uniform_items = params.mask.window_left < 0 && params.mask.window_right < 0;
-    const auto blocks =
-        static_cast<unsigned>(uniform_items ? std::min<int64_t>(items, device.multiProcessorCount) : items);
+        "batch * heads * query tiles (forward)");
+    const auto blocks = static_cast<unsigned>(std::min<int64_t>(items, device.multiProcessorCount));
+    auto* next_item_counter = static_cast<int*>(workspace);
     const CUtensorMap q_map = make_tile_map(query_extent(params, params.q), params.dtype, Traits::kBlockM);
     const CUtensorMap k_map = make_tile_map(key_extent(params, params.k), params.dtype, Traits::kBlockN);
     const CUtensorMap v_map = make_tile_map(key_extent(params, params.v), params.dtype, Traits::kBlockN);
     allow_shared_memory<kernel>(Traits::kSharedBytes);
-    kernel<<<blocks, Traits::kThreads, Traits::kSharedBytes, stream>>>(params, q_map, k_map, v_map);
+    if (cudaMemsetAsync(next_item_counter, 0, sizeof(int), stream) != cudaSuccess) return;  // caller reports it
+    kernel<<<blocks, Traits::kThreads, Traits::kSharedBytes, stream>>>(params, next_item_counter, q_map, k_map, v_map);
 }
 
 }  // namespace fattn::cuda::sm90

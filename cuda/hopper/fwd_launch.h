@@ -32,8 +32,9 @@ inline bool forward_supported(const AttnParams& params) {
 }
 
 // Enqueues the forward for head_dim <= kHeadDim (64 or 128) on `stream`; the device must be of
-// compute capability 9.0 and forward_supported(params) true.
+// compute capability 9.0 and forward_supported(params) true. `workspace`: launch.h's forward
+// workspace.
 template <int kHeadDim, typename Element>
-void run_forward(const AttnParams& params, const cudaDeviceProp& device, cudaStream_t stream);
+void run_forward(const AttnParams& params, void* workspace, const cudaDeviceProp& device, cudaStream_t stream);
 
 }  // namespace fattn::cuda::sm90
