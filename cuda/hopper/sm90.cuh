@@ -218,25 +218,22 @@ __device__ __forceinline__ void fence_accumulators(float (&d)[N]) {
 template <int N, typename Element>
 struct Wgmma;
 
-#define FATTN_DEFINE_WGMMA(N, TYPE, NAME, REGS, ACC, A_SS, B_SS, SCALE_SS, A_RS, B_RS, SCALE_RS)               \
+#define FATTN_DEFINE_WGMMA(N, TYPE, NAME, REGS, ACC, A_SS, B_SS, SCALE_SS, TRANS_SS, A_RS, B_RS, SCALE_RS)     \
     template <>                                                                                               \
     struct Wgmma<N, TYPE> {                                                                                   \
-        /* D = A * B (+ D when accumulate): A (64 x 16) and B (16 x N) by descriptors, both K-major. */       \
+        /* D = A * B (+ D when accumulate): A (64 x 16) and B (16 x N) by descriptors, K-major unless       \
+           kTransposeA / kTransposeB (then MN-major: A's rows, B's columns are the contiguous dimension). */ \
+        template <int kTransposeA = 0, int kTransposeB = 0>                                                   \
         __device__ __forceinline__ static void ss(float (&d)[N / 2], uint64_t a, uint64_t b, bool accumulate) { \
             asm volatile("{\n .reg .pred p;\n setp.ne.b32 p, " SCALE_SS ", 0;\n"                               \
                          " wgmma.mma_async.sync.aligned.m64n" #N "k16.f32." NAME "." NAME " " REGS ", " A_SS       \
-                         ", " B_SS ", p, 1, 1, 0, 0;\n}\n"                                                     \
+                         ", " B_SS ", p, 1, 1, " TRANS_SS ";\n}\n"                                             \
                          : ACC(d)                                                                             \
-                         : "l"(a), "l"(b), "r"(static_cast<int>(accumulate)));                                \
+                         : "l"(a), "l"(b), "r"(static_cast<int>(accumulate)), "n"(kTransposeA), "n"(kTransposeB)); \
         }                                                                                                     \
-        /* D = A * B (+ D when accumulate): A (64 x 16) and B (16 x N) by descriptors, both MN-major    \
-           (A's rows and B's columns are the tiles' contiguous dimension): dQ = dS K from dS^T and K. */  \
+        /* Both MN-major: dQ = dS K from dS^T and K. */                                                      \
         __device__ __forceinline__ static void ss_mn(float (&d)[N / 2], uint64_t a, uint64_t b, bool accumulate) { \
-            asm volatile("{\n .reg .pred p;\n setp.ne.b32 p, " SCALE_SS ", 0;\n"                               \
-                         " wgmma.mma_async.sync.aligned.m64n" #N "k16.f32." NAME "." NAME " " REGS ", " A_SS       \
-                         ", " B_SS ", p, 1, 1, 1, 1;\n}\n"                                                     \
-                         : ACC(d)                                                                             \
-                         : "l"(a), "l"(b), "r"(static_cast<int>(accumulate)));                                \
+            ss<1, 1>(d, a, b, accumulate);                                                                    \
         }                                                                                                     \
         /* D += A * B: A (64 x 16) from registers in the accumulator-derived fragment layout, B by a        \
            descriptor, MN-major (its rows are the reduction dimension). */                                   \
@@ -249,13 +246,13 @@ struct Wgmma;
         }                                                                                                     \
     };
 
-FATTN_DEFINE_WGMMA(64, __half, "f16", FATTN_REGS32, FATTN_ACC32, "%32", "%33", "%34", "{%32, %33, %34, %35}",
-                   "%36", "%37")
-FATTN_DEFINE_WGMMA(64, __nv_bfloat16, "bf16", FATTN_REGS32, FATTN_ACC32, "%32", "%33", "%34",
+FATTN_DEFINE_WGMMA(64, __half, "f16", FATTN_REGS32, FATTN_ACC32, "%32", "%33", "%34", "%35, %36",
                    "{%32, %33, %34, %35}", "%36", "%37")
-FATTN_DEFINE_WGMMA(128, __half, "f16", FATTN_REGS64, FATTN_ACC64, "%64", "%65", "%66", "{%64, %65, %66, %67}",
-                   "%68", "%69")
-FATTN_DEFINE_WGMMA(128, __nv_bfloat16, "bf16", FATTN_REGS64, FATTN_ACC64, "%64", "%65", "%66",
+FATTN_DEFINE_WGMMA(64, __nv_bfloat16, "bf16", FATTN_REGS32, FATTN_ACC32, "%32", "%33", "%34", "%35, %36",
+                   "{%32, %33, %34, %35}", "%36", "%37")
+FATTN_DEFINE_WGMMA(128, __half, "f16", FATTN_REGS64, FATTN_ACC64, "%64", "%65", "%66", "%67, %68",
+                   "{%64, %65, %66, %67}", "%68", "%69")
+FATTN_DEFINE_WGMMA(128, __nv_bfloat16, "bf16", FATTN_REGS64, FATTN_ACC64, "%64", "%65", "%66", "%67, %68",
                    "{%64, %65, %66, %67}", "%68", "%69")
 
 #undef FATTN_DEFINE_WGMMA
