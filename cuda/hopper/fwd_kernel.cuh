@@ -222,7 +222,10 @@ struct Consumer {
         named_barrier_arrive(kTurnBarrier + (group + 1) % Traits::kConsumers, kTurnThreads);
     }
 
+    // One arrival per warp, after every lane's reads of what it releases (__syncwarp orders them;
+    // compute-sanitizer racecheck flagged lane 31's read of next_item without it).
     __device__ __forceinline__ void release(uint64_t& empty) const {
+        __syncwarp();
         if (lane == 0) mbarrier_arrive(&empty);
     }
 };
