@@ -12,7 +12,8 @@ void launch_forward(const AttnParams& params, void* workspace, const cudaDeviceP
                     cudaStream_t stream) {
     if (family == KernelFamily::Hopper && sm90::forward_supported(params)) {
         FATTN_SM90_HEADDIM_SWITCH(params.head_dim, kHeadDim, [&] {
-            FATTN_DTYPE_SWITCH(params.dtype, Element, [&] { sm90::run_forward<kHeadDim, Element>(params, workspace, device, stream); });
+            FATTN_DTYPE_SWITCH(params.dtype, Element,
+                               [&] { sm90::run_forward<kHeadDim, Element>(params, workspace, device, stream); });
         });
         return;
     }

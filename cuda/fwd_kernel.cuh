@@ -1,5 +1,5 @@
 // The sm_80 forward kernel: FlashAttention-2 on tensor cores (mma.sync m16n8k16), for every GPU of
-// compute capability 8.0 and newer (Hopper runs this sm_80 code until its wgmma path exists).
+// compute capability 8.0 and newer (on Hopper, for the problems the hopper/ kernels do not serve).
 //
 // Algorithm. One block per (query tile of kBlockM rows, query head, batch). Q's tile is copied to
 // shared memory once; the key/value tiles visible to it (MaskSpec gives the range) stream through

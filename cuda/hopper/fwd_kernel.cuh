@@ -1,35 +1,40 @@
 // The Hopper forward kernel (sm_90a): FlashAttention-2's algorithm on Hopper's asynchronous
-// units, in the manner of FlashAttention-3: TMA copies, wgmma, warp specialization.
+// units, in the manner of FlashAttention-3: TMA copies, wgmma, warp specialization, persistent
+// blocks.
 //
-// Algorithm. One block per (query tile of 128 rows, query head, batch), numbered as the sm_80
-// kernel numbers them (tile::query_tile_block: the longest causal tiles start first). Three
-// warpgroups with fixed roles:
-//   producer  (warpgroup 0, registers lowered to 24): one thread issues the TMA copies: Q's tile
-//             once, then each visible K and V tile, last tile first (the tiles that straddle the
-//             sequence end or the diagonal come first, so later tiles skip the mask), into a
-//             kStages-deep ring of shared-memory stages. Each stage has a "full" mbarrier that the
-//             copy completes (counted in bytes) and an "empty" one the consumers arrive on.
-//   consumers (warpgroups 1 and 2, registers raised to 240): each owns 64 query rows. Per tile:
+// Algorithm. One persistent block per SM walks work items (query tile of kBlockM rows, query
+// head, batch), numbered as the sm_80 kernel numbers its blocks (tile::query_tile_block: the
+// longest causal tiles first), claiming them dynamically (produce_tiles). Warpgroups with fixed
+// roles:
+//   producer  (warpgroup 0, registers lowered by setmaxnreg): one thread claims the items and
+//             issues the TMA copies: each item's Q tile, then each visible K and V tile, last tile
+//             first (the tiles that straddle the sequence end or the diagonal come first, so later
+//             tiles skip the mask), into a kStages-deep ring of shared-memory stages that runs on
+//             across items. Each stage (and Q) has a "full" mbarrier that the copy completes
+//             (counted in bytes) and an "empty" one the consumer warps arrive on.
+//   consumers (warpgroups 1..kConsumers, registers raised): each owns 64 query rows. Per tile:
 //             S = Q K^T         wgmma m64n128k16, Q and K from shared memory (K-major)
 //             mask S (tiles that straddle a mask bound only, as in fwd_kernel.cuh)
 //             online softmax in base 2, P = exp2(S * scale_log2 - m * scale_log2) (fwd_softmax.cuh)
 //             O = O * correction + P V   wgmma m64nDk16, P from registers, V MN-major
-//             releasing K's stage after S and V's after P V.
-// A masked tile's V has its NaNs and infinities replaced by 0 before P V (both consumer groups
+//             software-pipelined: tile i's S is issued with tile i-1's P V, and tile i's softmax
+//             runs while that P V is in flight; the groups take turns issuing their wgmmas, so
+//             one group's softmax overlaps another's products.
+// A masked tile's V has its NaNs and infinities replaced by 0 before P V (all consumer groups
 // share the work and meet at a named barrier), and they are added back to exactly the rows that
 // see them after the loop, as the sm_80 kernel does. The end is the sm_80 kernel's: O / rowsum,
 // lse = m * scale + ln(rowsum), rows with no visible key give zeros and -inf.
 //
 // Layouts. Global tensors are any-strided [batch, head, row, head_dim] that TMA can address
 // (tensor_map.h: 16-byte aligned, strides multiples of 16 bytes); others use the sm_80 kernels.
-// Shared tiles are 128-byte swizzled (sm90.cuh): Q 128 x D, and per stage K and V 128 x D each.
+// Shared tiles are 128-byte swizzled (sm90.cuh): Q kBlockM x D, and per stage K and V 128 x D.
 // TMA fills rows past the sequence and columns past head_dim with zeros. O and lse are written
 // from registers (every row's 16-byte chunk is written by 4 lanes of one warp at once).
 //
-// Tile sizes and resources (ptxas -v, nvcc 13.0, sm_90a): see bench/NOTES.md.
-//   kHeadDim   kBlockM x kBlockN   threads   stages   shared memory
-//   64         128 x 128           384       2        80 KB + barriers
-//   128        128 x 128           384       2        160 KB + barriers
+// Tile sizes and resources (ptxas -v, nvcc 13.0, sm_90a; measurements in bench/NOTES.md):
+//   kHeadDim  kBlockM x kBlockN  consumers  threads  registers (producer / consumer)  shared memory  spills
+//   64        192 x 128          3          512      32 / 160                         88 KB          56 B
+//   128       128 x 128          2          384      24 / 240                         160 KB         12 B (producer)
 #pragma once
 
 #include <cuda.h>
