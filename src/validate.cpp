@@ -67,10 +67,12 @@ CheckedTensor check_tensor(const fattn_tensor_t* tensor, const char* name) {
             fail(kInvalid, name, " is too large: its shape and strides overflow 64-bit element offsets");
     }
     const int64_t element_size = dtype_size(static_cast<DType>(tensor->dtype));
+    int64_t span_elements = 0;
     int64_t span_bytes = 0;
     const auto begin = reinterpret_cast<std::uintptr_t>(tensor->data);
     std::uintptr_t end = 0;
-    if (__builtin_mul_overflow(last_offset + 1, element_size, &span_bytes) ||
+    if (__builtin_add_overflow(last_offset, int64_t{1}, &span_elements) ||
+        __builtin_mul_overflow(span_elements, element_size, &span_bytes) ||
         __builtin_add_overflow(begin, static_cast<std::uintptr_t>(span_bytes), &end))
         fail(kInvalid, name, " is too large: its byte extent overflows the address space");
     if (begin % static_cast<std::uintptr_t>(element_size) != 0)

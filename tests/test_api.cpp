@@ -143,6 +143,14 @@ std::vector<Breakage> tensor_breakages(Arg arg) {
             t.strides[0] = std::numeric_limits<int64_t>::max() / 2;
         },
         name + " is too large");
+    add("last element offset is INT64_MAX (one past it overflows)",
+        [](fattn_tensor_t& t) {
+            int64_t inner_reach = 0;
+            for (int dim = 1; dim < 4; ++dim) inner_reach += t.strides[dim] * (t.shape[dim] - 1);
+            t.shape[0] = 2;
+            t.strides[0] = std::numeric_limits<int64_t>::max() - inner_reach;
+        },
+        name + " is too large");
     // A shape that disagrees with the others, one dimension at a time; the message names the new
     // extent whichever tensor it blames it on. lse's last extent must be 1.
     for (int dim = 0; dim < 4; ++dim) {

@@ -98,9 +98,9 @@ int64_t reach(const Spec& spec) {
             __builtin_add_overflow(last, step, &last))
             return -1;
     }
-    int64_t bytes = 0;
-    if (__builtin_mul_overflow(last + 1, int64_t{4}, &bytes)) return -1;
-    return last + 1;
+    int64_t end = 0, bytes = 0;
+    if (__builtin_add_overflow(last, int64_t{1}, &end) || __builtin_mul_overflow(end, int64_t{4}, &bytes)) return -1;
+    return end;
 }
 
 // Logical elements of a spec, or -1 when an extent is < 1 or the product overflows.
