@@ -191,11 +191,6 @@ __device__ __forceinline__ void atomic_add_pair(float* address, float first, flo
 #endif
 }
 
-inline bool aligned16(const TensorView& view) {
-    return reinterpret_cast<uintptr_t>(view.data) % 16 == 0 &&
-           (view.batch_stride | view.head_stride | view.row_stride) % tile::kChunk == 0;
-}
-
 }  // namespace backward_detail
 
 inline constexpr int kRowKernelThreads = 256;
@@ -831,6 +826,40 @@ __global__ void __launch_bounds__(Traits::kDqThreads)
         params.dq.row_stride, warp_rows, head_dim, vectorized, lane);
 }
 
+// The row kernels around every backward's main kernels, for the sm_80 and Hopper launchers:
+// backward_preprocess before them and, unless the deterministic dQ kernel writes dq itself,
+// backward_dq_convert after them. The grids are checked on construction, before any launch.
+template <int kHeadDim, typename Element>
+class BackwardRowKernels {
+public:
+    BackwardRowKernels(const AttnBwdParams& params, const BackwardWorkspace& workspace)
+        : preprocess_blocks_(grid_size((params.batch * params.heads_q * workspace.padded_rows + kPreprocessRows - 1) /
+                                           kPreprocessRows,
+                                       "batch * heads * rows / rows-per-block (preprocess)")),
+          convert_blocks_(params.deterministic
+                              ? 0
+                              : grid_size((params.batch * params.heads_q * params.seqlen_q * kChunksPerRow +
+                                           kRowKernelThreads - 1) /
+                                              kRowKernelThreads,
+                                          "batch * heads * query tiles (dQ)")) {}
+
+    void preprocess(const AttnBwdParams& params, const BackwardWorkspace& workspace, bool vectorized,
+                    cudaStream_t stream) const {
+        backward_preprocess<kHeadDim, Element><<<preprocess_blocks_, kRowKernelThreads, 0, stream>>>(
+            params, workspace, vectorized);
+    }
+    void convert_dq(const AttnBwdParams& params, const BackwardWorkspace& workspace, bool vectorized,
+                    cudaStream_t stream) const {
+        backward_dq_convert<kHeadDim, Element><<<convert_blocks_, kRowKernelThreads, 0, stream>>>(params, workspace,
+                                                                                                  vectorized);
+    }
+
+private:
+    static constexpr int64_t kChunksPerRow = kHeadDim / tile::kChunk;
+    unsigned preprocess_blocks_;
+    unsigned convert_blocks_;
+};
+
 template <int kHeadDim, typename Element>
 void run_backward(const AttnBwdParams& params, const BackwardWorkspace& workspace, const cudaDeviceProp& device,
                   cudaStream_t stream) {
@@ -845,29 +874,24 @@ void run_backward(const AttnBwdParams& params, const BackwardWorkspace& workspac
     allow_shared_memory<dkdv_kernel>(dkdv_bytes);
     if (params.deterministic) allow_shared_memory<dq_kernel>(Traits::kDqSharedBytes);
 
-    const bool vectorized = aligned16(params.q) && aligned16(params.k) && aligned16(params.v) &&
-                            aligned16(params.o) && aligned16(params.dout) && aligned16(params.dq) &&
-                            aligned16(params.dk) && aligned16(params.dv);
+    const bool vectorized = tile::chunk_aligned(params.q) && tile::chunk_aligned(params.k) &&
+                            tile::chunk_aligned(params.v) && tile::chunk_aligned(params.o) &&
+                            tile::chunk_aligned(params.dout) && tile::chunk_aligned(params.dq) &&
+                            tile::chunk_aligned(params.dk) && tile::chunk_aligned(params.dv);
     const int64_t key_tiles = (params.seqlen_k + Traits::kBlockN - 1) / Traits::kBlockN;
     const int64_t query_tiles = (params.seqlen_q + Traits::kDqBlockM - 1) / Traits::kDqBlockM;
-    constexpr int64_t kChunksPerRow = kHeadDim / tile::kChunk;
-    const unsigned preprocess_blocks = grid_size(
-        (params.batch * params.heads_q * workspace.padded_rows + kPreprocessRows - 1) / kPreprocessRows,
-        "batch * heads * rows / rows-per-block (preprocess)");
+    const BackwardRowKernels<kHeadDim, Element> row_kernels(params, workspace);
     const unsigned dkdv_blocks = grid_size(key_tiles * params.heads_kv * params.batch, "batch * kv heads * key tiles");
-    const int64_t dq_chunks = params.batch * params.heads_q * params.seqlen_q * kChunksPerRow;
-    const unsigned dq_blocks = grid_size(params.deterministic ? query_tiles * params.heads_q * params.batch
-                                                              : (dq_chunks + kRowKernelThreads - 1) / kRowKernelThreads,
-                                         "batch * heads * query tiles (dQ)");
+    const unsigned dq_blocks =
+        params.deterministic ? grid_size(query_tiles * params.heads_q * params.batch, "batch * heads * query tiles (dQ)")
+                             : 0;
 
-    backward_preprocess<kHeadDim, Element><<<preprocess_blocks, kRowKernelThreads, 0, stream>>>(params, workspace,
-                                                                                                 vectorized);
+    row_kernels.preprocess(params, workspace, vectorized, stream);
     dkdv_kernel<<<dkdv_blocks, Traits::kThreads, dkdv_bytes, stream>>>(params, workspace, vectorized, stages);
     if (params.deterministic)
         dq_kernel<<<dq_blocks, Traits::kDqThreads, Traits::kDqSharedBytes, stream>>>(params, workspace, vectorized);
     else
-        backward_dq_convert<kHeadDim, Element><<<dq_blocks, kRowKernelThreads, 0, stream>>>(params, workspace,
-                                                                                             vectorized);
+        row_kernels.convert_dq(params, workspace, vectorized, stream);
 }
 
 }  // namespace fattn::cuda

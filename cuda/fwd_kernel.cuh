@@ -106,11 +106,8 @@ __global__ void __launch_bounds__(Traits::kThreads) forward_kernel(const __grid_
     const Element* v = static_cast<const Element*>(params.v.data) + params.v.offset(batch, kv_head, 0);
     Element* o = static_cast<Element*>(params.o.data) + params.o.offset(batch, head, row0);
 
-    const auto aligned = [](const TensorView& view) {
-        return (reinterpret_cast<uintptr_t>(view.data) % 16 == 0) &&
-               ((view.batch_stride | view.head_stride | view.row_stride) % tile::kChunk == 0);
-    };
-    const bool vectorized = aligned(params.q) && aligned(params.k) && aligned(params.v) && aligned(params.o);
+    const bool vectorized = tile::chunk_aligned(params.q) && tile::chunk_aligned(params.k) &&
+                            tile::chunk_aligned(params.v) && tile::chunk_aligned(params.o);
 
     // Key tiles [first_tile, last_tile] hold every key visible to some row of this query tile.
     const int64_t key_begin = params.mask.block_key_begin(row0);

@@ -25,6 +25,13 @@ inline constexpr int kPaddedRow = kCols + 8;
 // Elements per 16-byte chunk, the unit of every global<->shared copy.
 inline constexpr int kChunk = 8;
 
+// Whether every row of `view` starts on a 16-byte boundary (base aligned, every stride a whole
+// number of chunks), so its rows move in 16-byte chunks.
+FATTN_HOST_DEVICE bool chunk_aligned(const TensorView& view) {
+    return reinterpret_cast<uintptr_t>(view.data) % 16 == 0 &&
+           (view.batch_stride | view.head_stride | view.row_stride) % kChunk == 0;
+}
+
 // Copies a kRows x kCols tile from global memory (row-major, `row_stride` elements between rows)
 // into a padded shared tile. Rows >= valid_rows and columns >= valid_cols are zero-filled and never
 // read from global memory. valid_cols is a multiple of 8, so a 16-byte chunk is all in or all out.

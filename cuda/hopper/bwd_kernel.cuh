@@ -413,27 +413,19 @@ void run_backward(const AttnBwdParams& params, const BackwardWorkspace& workspac
     require_shared_memory(Traits::kSharedBytes, device, params, "Hopper backward kernel");
     const int64_t key_tiles = (params.seqlen_k + Traits::kBlockN - 1) / Traits::kBlockN;
     const unsigned blocks = grid_size(key_tiles * params.heads_kv * params.batch, "batch * kv heads * key tiles");
-    constexpr int64_t kChunksPerRow = kHeadDim / tile::kChunk;
-    const unsigned preprocess_blocks = grid_size(
-        (params.batch * params.heads_q * workspace.padded_rows + kPreprocessRows - 1) / kPreprocessRows,
-        "batch * heads * rows / rows-per-block (preprocess)");
-    const unsigned convert_blocks = grid_size(
-        (params.batch * params.heads_q * params.seqlen_q * kChunksPerRow + kRowKernelThreads - 1) / kRowKernelThreads,
-        "batch * heads * query tiles (dQ)");
-    const bool vectorized = backward_detail::aligned16(params.o) && backward_detail::aligned16(params.dout) &&
-                            backward_detail::aligned16(params.dq);
+    const BackwardRowKernels<kHeadDim, Element> row_kernels(params, workspace);
+    const bool vectorized = tile::chunk_aligned(params.o) && tile::chunk_aligned(params.dout) &&
+                            tile::chunk_aligned(params.dq);
     const CUtensorMap q_map = make_tile_map(query_extent(params, params.q), params.dtype, Traits::kBlockM);
     const CUtensorMap dout_map = make_tile_map(query_extent(params, params.dout), params.dtype, Traits::kBlockM);
     const CUtensorMap k_map = make_tile_map(key_extent(params, params.k), params.dtype, Traits::kBlockN);
     const CUtensorMap v_map = make_tile_map(key_extent(params, params.v), params.dtype, Traits::kBlockN);
     allow_shared_memory<kernel>(Traits::kSharedBytes);
 
-    backward_preprocess<kHeadDim, Element><<<preprocess_blocks, kRowKernelThreads, 0, stream>>>(params, workspace,
-                                                                                                 vectorized);
+    row_kernels.preprocess(params, workspace, vectorized, stream);
     kernel<<<blocks, Traits::kThreads, Traits::kSharedBytes, stream>>>(params, workspace, q_map, dout_map, k_map,
                                                                         v_map);
-    backward_dq_convert<kHeadDim, Element><<<convert_blocks, kRowKernelThreads, 0, stream>>>(params, workspace,
-                                                                                             vectorized);
+    row_kernels.convert_dq(params, workspace, vectorized, stream);
 }
 
 }  // namespace fattn::cuda::sm90

@@ -104,7 +104,7 @@ struct ForwardBarriers {
 };
 
 // Work items (query tiles of kBlockM rows, numbered as tile::query_tile_block numbers them).
-__device__ __forceinline__ int64_t work_items(const AttnParams& params, int block_rows) {
+FATTN_HOST_DEVICE int64_t work_items(const AttnParams& params, int block_rows) {
     return (params.seqlen_q + block_rows - 1) / block_rows * params.heads_q * params.batch;
 }
 
@@ -423,9 +423,7 @@ void run_forward(const AttnParams& params, void* workspace, const cudaDeviceProp
     constexpr auto kernel = forward_kernel<Traits>;
     require_shared_memory(Traits::kSharedBytes, device, params, "Hopper forward kernel");
     // Persistent: one block per SM claims work items dynamically (produce_tiles), counting from 0.
-    const int64_t items = grid_size(
-        (params.seqlen_q + Traits::kBlockM - 1) / Traits::kBlockM * params.heads_q * params.batch,
-        "batch * heads * query tiles (forward)");
+    const int64_t items = grid_size(work_items(params, Traits::kBlockM), "batch * heads * query tiles (forward)");
     const auto blocks = static_cast<unsigned>(std::min<int64_t>(items, device.multiProcessorCount));
     auto* next_item_counter = static_cast<int*>(workspace);
     const CUtensorMap q_map = make_tile_map(query_extent(params, params.q), params.dtype, Traits::kBlockM);

@@ -6,6 +6,7 @@
 
 #include "hopper/tensor_map.h"
 #include "params.h"
+#include "tile.cuh"
 
 namespace fattn::cuda::sm90 {
 
@@ -22,13 +23,9 @@ inline TensorExtent key_extent(const AttnParams& params, const TensorView& view)
 
 // Whether the Hopper forward serves this problem; the sm_80 kernels serve every other.
 inline bool forward_supported(const AttnParams& params) {
-    const auto aligned = [](const TensorView& view) {
-        return reinterpret_cast<uintptr_t>(view.data) % 16 == 0 &&
-               (view.batch_stride | view.head_stride | view.row_stride) % 8 == 0;
-    };
     return params.head_dim <= kMaxForwardHeadDim && tma_readable(query_extent(params, params.q)) &&
            tma_readable(key_extent(params, params.k)) && tma_readable(key_extent(params, params.v)) &&
-           aligned(params.o);
+           tile::chunk_aligned(params.o);
 }
 
 // Enqueues the forward for head_dim <= kHeadDim (64 or 128) on `stream`; the device must be of

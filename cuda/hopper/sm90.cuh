@@ -133,10 +133,9 @@ __device__ __forceinline__ bool named_barrier_or(int id, int threads, bool predi
 template <int kRows, int kCols>
 struct SwizzledTile {
     static_assert(kRows % 8 == 0 && kCols % 64 == 0, "whole swizzle atoms");
-    static constexpr int kBlockColumns = 64;                   // elements per 128-byte row of a block
-    static constexpr uint32_t kBlockBytes = kRows * 128;       // one column block
+    static constexpr uint32_t kBlockBytes = kRows * 128;  // one column block of 64 elements per row
     static constexpr uint32_t kBytes = kBlockBytes * (kCols / 64);
-    static constexpr uint32_t kAtomBytes = 1024;               // 8 rows
+    static constexpr uint32_t kAtomBytes = 1024;          // 8 rows
 
     // Descriptor of the 16-column slice `k_step` of rows [row0, row0 + 8 * n) read K-major (the
     // tile's columns are the product's reduction dimension): Q and K in Q K^T.
