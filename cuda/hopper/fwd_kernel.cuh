@@ -12,6 +12,11 @@
 //             tiles skip the mask), into a kStages-deep ring of shared-memory stages that runs on
 //             across items. Each stage (and Q) has a "full" mbarrier that the copy completes
 //             (counted in bytes) and an "empty" one the consumer warps arrive on.
+//   cleaners  (warps 1..3 of warpgroup 0): follow the same items and tiles; a masked tile's V has
+//             its NaNs and infinities replaced by 0 (P is exactly 0 there, and 0 * NaN is NaN)
+//             before its "clean" mbarrier lets the consumers read it, with a flag saying whether
+//             any were; they are added back to exactly the rows that see them after the loop, as
+//             the sm_80 kernel does. Off the consumers' path, so their groups never meet.
 //   consumers (warpgroups 1..kConsumers, registers raised): each owns 64 query rows. Per tile:
 //             S = Q K^T         wgmma m64n128k16, Q and K from shared memory (K-major)
 //             mask S (tiles that straddle a mask bound only, as in fwd_kernel.cuh)
@@ -20,9 +25,7 @@
 //             software-pipelined: tile i's S is issued with tile i-1's P V, and tile i's softmax
 //             runs while that P V is in flight; the groups take turns issuing their wgmmas, so
 //             one group's softmax overlaps another's products.
-// A masked tile's V has its NaNs and infinities replaced by 0 before P V (all consumer groups
-// share the work and meet at a named barrier), and they are added back to exactly the rows that
-// see them after the loop, as the sm_80 kernel does. The end is the sm_80 kernel's: O / rowsum,
+// The end is the sm_80 kernel's: O / rowsum,
 // lse = m * scale + ln(rowsum), rows with no visible key give zeros and -inf.
 //
 // Layouts. Global tensors are any-strided [batch, head, row, head_dim] that TMA can address
@@ -33,8 +36,8 @@
 //
 // Tile sizes and resources (ptxas -v, nvcc 13.0, sm_90a; measurements in bench/NOTES.md):
 //   kHeadDim  kBlockM x kBlockN  consumers  threads  registers (producer / consumer)  shared memory  spills
-//   64        192 x 128          3          512      32 / 160                         88 KB          56 B
-//   128       128 x 128          2          384      24 / 240                         160 KB         12 B (producer)
+//   64        192 x 128          3          512      32 / 160                         88 KB          12 B
+//   128       128 x 128          2          384      24 / 240                         160 KB         64 B (producer warpgroup)
 #pragma once
 
 #include <cuda.h>
@@ -54,6 +57,20 @@
 
 namespace fattn::cuda::sm90 {
 
+template <int kStages, int kCleanerWarps>
+struct ForwardBarriers {
+    int64_t next_item;  // the work item whose Q the current q_full phase brings (>= items: stop)
+    uint64_t q_full;
+    uint64_t q_empty;  // one arrival per consumer warp after its last Q K^T of a work item, and per
+                       // cleaner warp once it has read next_item
+    uint64_t key_full[kStages];
+    uint64_t key_empty[kStages];  // one arrival per consumer warp
+    uint64_t value_full[kStages];
+    uint64_t value_clean[kStages];  // one arrival per cleaner warp, every tile (masked or not)
+    uint64_t value_empty[kStages];  // one arrival per consumer and per cleaner warp
+    uint32_t value_nonfinite[kStages][kCleanerWarps];  // a cleaner warp replaced something in V
+};
+
 template <int kHeadDim_, typename Element_>
 struct ForwardTraits {
     using Element = Element_;
@@ -65,6 +82,7 @@ struct ForwardTraits {
     static constexpr int kBlockN = 128;
     static constexpr int kThreads = 128 * (1 + kConsumers);
     static constexpr int kConsumerThreads = 128 * kConsumers;
+    static constexpr int kCleanerWarps = 3;  // the producer warpgroup's warps besides the producer's
     static constexpr int kStages = 2;
     // setmaxnreg moves registers from the producer to the consumers within what the block got at
     // launch (the per-thread cap of __launch_bounds__(kThreads, 1), in steps of 8): 168 x 384 or
@@ -87,20 +105,10 @@ struct ForwardTraits {
     static constexpr uint32_t kKOffset = QTile::kBytes;
     static constexpr uint32_t kVOffset = kKOffset + kStages * KVTile::kBytes;
     static constexpr uint32_t kBarrierOffset = kVOffset + kStages * KVTile::kBytes;
+    using Barriers = ForwardBarriers<kStages, kCleanerWarps>;
     // + 1024: the dynamic shared memory is aligned up to a swizzle atom in the kernel.
-    static constexpr int kSharedBytes = static_cast<int>(kBarrierOffset + (3 + 4 * kStages) * 8 + 1024);
+    static constexpr int kSharedBytes = static_cast<int>(kBarrierOffset + sizeof(Barriers) + 1024);
     static_assert(kHeadDim == 64 || kHeadDim == 128, "wgmma shapes instantiated in sm90.cuh");
-};
-
-template <int kStages>
-struct ForwardBarriers {
-    int64_t next_item;  // the work item whose Q the current q_full phase brings (>= items: stop)
-    uint64_t q_full;
-    uint64_t q_empty;  // one arrival per consumer warp, after its last Q K^T of a work item
-    uint64_t key_full[kStages];
-    uint64_t key_empty[kStages];  // one arrival per consumer warp
-    uint64_t value_full[kStages];
-    uint64_t value_empty[kStages];
 };
 
 // Work items (query tiles of kBlockM rows, numbered as tile::query_tile_block numbers them).
@@ -115,7 +123,7 @@ FATTN_HOST_DEVICE int64_t work_items(const AttnParams& params, int block_rows) {
 // key tile, last tile first. `iteration` counts key tiles over all items, so the stage ring runs
 // on across items and the next item's tiles load during this one's end.
 template <class Traits>
-__device__ __forceinline__ void produce_tiles(ForwardBarriers<Traits::kStages>& barriers, unsigned char* shared,
+__device__ __forceinline__ void produce_tiles(typename Traits::Barriers& barriers, unsigned char* shared,
                                               const AttnParams& params, int* next_item_counter,
                                               const CUtensorMap* q_map, const CUtensorMap* k_map,
                                               const CUtensorMap* v_map) {
@@ -164,6 +172,51 @@ __device__ __forceinline__ void produce_tiles(ForwardBarriers<Traits::kStages>& 
     }
 }
 
+// Whether the block's rows see only part of the key tile at key0 (the same decision for the
+// producer warpgroup's cleaners and for every consumer group).
+template <class Traits>
+__device__ __forceinline__ bool tile_masked(const AttnParams& params, const tile::QueryTileBlock& work, int64_t key0) {
+    return !params.mask.tile_fully_visible(work.row0, work.row0 + work.rows, key0, key0 + Traits::kBlockN);
+}
+
+// The cleaner warps (`thread` 0 .. 32 * kCleanerWarps - 1): item by item, tile by tile as the
+// consumers walk them, wait for V; a masked tile's NaNs and infinities become 0 (shared by the
+// warps), each warp publishes whether it replaced any, then all arrive on the stage's clean and
+// empty barriers. Arriving on every tile keeps the barriers' phases those of the stage ring.
+template <class Traits>
+__device__ __forceinline__ void clean_values(typename Traits::Barriers& barriers, unsigned char* shared,
+                                             const AttnParams& params, int thread) {
+    using KVTile = typename Traits::KVTile;
+    constexpr int kCleanerThreads = 32 * Traits::kCleanerWarps;
+    const int warp = thread / 32;
+    const int lane = thread % 32;
+    const int64_t items = work_items(params, Traits::kBlockM);
+    uint32_t iteration = 0;
+    for (uint32_t item_round = 0;; ++item_round) {
+        mbarrier_wait(&barriers.q_full, item_round & 1);
+        const int64_t item = barriers.next_item;
+        __syncwarp();  // every lane has read next_item before the producer may overwrite it
+        if (lane == 0) mbarrier_arrive(&barriers.q_empty);
+        if (item >= items) return;
+        const tile::QueryTileBlock work = tile::query_tile_block<Traits::kBlockM, Traits::kBlockN>(params, item);
+        const int64_t last_tile = work.first_key_tile + work.key_tiles - 1;
+        for (int64_t i = 0; i < work.key_tiles; ++i, ++iteration) {
+            const int stage = static_cast<int>(iteration % Traits::kStages);
+            mbarrier_wait(&barriers.value_full[stage], (iteration / Traits::kStages) & 1);
+            bool replaced = false;
+            if (tile_masked<Traits>(params, work, (last_tile - i) * Traits::kBlockN))
+                replaced = zero_nonfinite_tile<typename Traits::Element, KVTile::kBytes, kCleanerThreads>(
+                    shared + Traits::kVOffset + stage * KVTile::kBytes, thread);
+            replaced = __any_sync(0xffffffffu, replaced);
+            if (lane == 0) {
+                barriers.value_nonfinite[stage][warp] = replaced;
+                mbarrier_arrive(&barriers.value_clean[stage]);
+                mbarrier_arrive(&barriers.value_empty[stage]);
+            }
+        }
+    }
+}
+
 // One consumer warpgroup's view of the shared stages and barriers, and its share of the work.
 template <class Traits>
 struct Consumer {
@@ -171,10 +224,9 @@ struct Consumer {
     using KVTile = typename Traits::KVTile;
     static constexpr int kBlockN = Traits::kBlockN;
 
-    static constexpr int kCleanBarrier = 1;  // named barriers; kTurnBarrier + group is a group's turn
-    static constexpr int kTurnBarrier = 2;
+    static constexpr int kTurnBarrier = 1;  // named barrier kTurnBarrier + group is a group's turn
 
-    ForwardBarriers<Traits::kStages>& barriers;
+    typename Traits::Barriers& barriers;
     unsigned char* shared;
     int group;
     uint32_t q_base;  // this group's 64 rows of Q
@@ -193,15 +245,17 @@ struct Consumer {
         wgmma_commit();
     }
 
-    // Waits for the value tile in `stage`. A masked tile's V then has its NaNs and infinities
-    // replaced by 0, by all groups together (the same tiles are masked for all, and none holds its
-    // turn here); returns whether any were (add_nonfinite_values then adds them back).
+    // Waits for the value tile in `stage`, and for a masked tile until the cleaners have replaced
+    // its NaNs and infinities by 0; returns whether they replaced any (add_nonfinite_values then
+    // adds them back).
     __device__ __forceinline__ bool prepare_values(int stage, uint32_t phase, bool masked) const {
         mbarrier_wait(&barriers.value_full[stage], phase);
         if (!masked) return false;
-        const bool replaced = zero_nonfinite_tile<Element, KVTile::kBytes, Traits::kConsumerThreads>(
-            shared + Traits::kVOffset + stage * KVTile::kBytes, thread);
-        return named_barrier_or(kCleanBarrier, Traits::kConsumerThreads, replaced);
+        mbarrier_wait(&barriers.value_clean[stage], phase);
+        bool replaced = false;
+#pragma unroll
+        for (int warp = 0; warp < Traits::kCleanerWarps; ++warp) replaced |= barriers.value_nonfinite[stage][warp] != 0;
+        return replaced;
     }
 
     // O += P V for the value tile in `stage`, issued (the caller waits).
@@ -263,18 +317,20 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
 
     extern __shared__ unsigned char shared_unaligned[];
     unsigned char* shared = shared_unaligned + (1024 - ptx::smem_address(shared_unaligned) % 1024) % 1024;
-    auto& barriers = *reinterpret_cast<ForwardBarriers<kStages>*>(shared + Traits::kBarrierOffset);
+    auto& barriers = *reinterpret_cast<typename Traits::Barriers*>(shared + Traits::kBarrierOffset);
     const int warpgroup = static_cast<int>(threadIdx.x) / 128;
 
     if (threadIdx.x == 0) {
         constexpr uint32_t kConsumerWarps = Traits::kConsumerThreads / 32;
+        constexpr uint32_t kCleanerWarps = Traits::kCleanerWarps;
         mbarrier_init(&barriers.q_full, 1);
-        mbarrier_init(&barriers.q_empty, kConsumerWarps);
+        mbarrier_init(&barriers.q_empty, kConsumerWarps + kCleanerWarps);
         for (int stage = 0; stage < kStages; ++stage) {
             mbarrier_init(&barriers.key_full[stage], 1);
             mbarrier_init(&barriers.value_full[stage], 1);
+            mbarrier_init(&barriers.value_clean[stage], kCleanerWarps);
             mbarrier_init(&barriers.key_empty[stage], kConsumerWarps);
-            mbarrier_init(&barriers.value_empty[stage], kConsumerWarps);
+            mbarrier_init(&barriers.value_empty[stage], kConsumerWarps + kCleanerWarps);
         }
         mbarrier_init_fence();
     }
@@ -284,6 +340,8 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
         lower_registers<Traits::kProducerRegisters>();
         if (threadIdx.x == 0)
             produce_tiles<Traits>(barriers, shared, params, next_item_counter, &q_map, &k_map, &v_map);
+        else if (threadIdx.x >= 32)
+            clean_values<Traits>(barriers, shared, params, static_cast<int>(threadIdx.x) - 32);
         return;
     }
     raise_registers<Traits::kConsumerRegisters>();
@@ -304,10 +362,6 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
         const tile::QueryTileBlock work = tile::query_tile_block<Traits::kBlockM, kBlockN>(params, item);
         const int64_t warp_row0 = work.row0 + group * 64 + (consumer.thread / 32 % 4) * 16;
         const int64_t last_tile = work.first_key_tile + work.key_tiles - 1;
-        // The same masking decision in all groups (the block's rows), as prepare_values needs.
-        const auto tile_masked = [&](int64_t key0) {
-            return !params.mask.tile_fully_visible(work.row0, work.row0 + work.rows, key0, key0 + kBlockN);
-        };
 
         ForwardAccumulators<Traits> acc;
         float(&o)[Traits::kHeadDim / 2] = reinterpret_cast<float(&)[Traits::kHeadDim / 2]>(acc.o);
@@ -336,7 +390,7 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
             consumer.release(barriers.key_empty[stage]);
             if (i == work.key_tiles - 1) consumer.release(barriers.q_empty);
             const int64_t key0 = (last_tile - i) * kBlockN;
-            const bool masked = tile_masked(key0);
+            const bool masked = tile_masked<Traits>(params, work, key0);
             if (masked) mask_scores<Traits>(s, params.mask, warp_row0, key0, lane);
             const bool rescale = softmax_update<Traits>(s, acc, params.scale_log2, corrections);
             return std::pair<bool, bool>{masked, rescale};
