@@ -21,9 +21,11 @@
 //               dS^T -> shared memory (double-buffered), named barrier between the groups
 //               dQ   += dS K       wgmma SS m64n64k16, A (dS^T) and B (K) MN-major; each group
 //                      one 64 x 64 tile of the kBlockM x kHeadDim product (split by query rows
-//                      at kHeadDim 64, by columns at 128), added into the workspace's fp32 dQ
-//                      sum with 8-byte atomics
-//             At the end dK *= scale and dK, dV are stored from registers.
+//                      at kHeadDim 64, by columns at 128), staged in shared memory in fp32 and
+//                      added into the workspace's fp32 dQ sum by one TMA reduction (the adds are
+//                      the copy engine's, not the threads')
+//             At the end dK *= scale, and dK, dV go through shared memory (the Q/dO stages) to
+//             TMA stores.
 // Non-finite inputs follow the sm_80 kernel's rules: K loses its NaN/Inf once per block and Q on
 // masked steps (the operands that exact-zero dS elements meet in dQ and dK; the rows that read
 // them have a NaN lse or delta, so nothing is lost), masked P and dS are exact zeros.
@@ -31,15 +33,16 @@
 // Layouts. Global tensors are any-strided [batch, head, row, head_dim] that TMA can address
 // (tensor_map.h); others take the sm_80 kernels (bwd_launch.h: backward_supported). Shared tiles
 // are 128-byte swizzled (sm90.cuh): K, V 128 x D; per stage Q, dO kBlockM x D and kBlockM floats
-// each of lse_log2 and delta; dS^T 128 x kBlockM twice. TMA fills rows past the sequence and
-// columns past head_dim with zeros; padding query rows have lse_log2 = +inf (P = 0) and keys past
-// seqlen_k are masked.
+// each of lse_log2 and delta; dS^T 128 x kBlockM twice; a 64 x 64 fp32 dQ tile per group. TMA
+// fills rows past the sequence and columns past head_dim with zeros, and its stores and
+// reductions skip them; padding query rows have lse_log2 = +inf (P = 0) and keys past seqlen_k
+// are masked.
 //
 // Tile sizes and resources (2 stages; ptxas -v, nvcc 13.0, sm_90a; 168 registers at entry,
 // consumers raised to 240):
 //   kHeadDim   kBlockN x kBlockM   threads   shared memory   spills (ptxas)
-//   64         128 x 128           384       160 KB          184 bytes
-//   128        128 x 64            384       160 KB          84 bytes
+//   64         128 x 128           384       195 KB          12 bytes
+//   128        128 x 64            384       194 KB          36 bytes
 // kBlockM is 128 at kHeadDim 64 (S^T, dP^T 64 fp32 registers each, dK, dV 32 each) and 64 at 128
 // (dK, dV 64 each), the most that fits 240 registers per thread.
 #pragma once
@@ -79,19 +82,26 @@ struct BackwardTraits {
 
     using QTile = SwizzledTile<kBlockM, kHeadDim>;  // Q and dO of a step
     using KVTile = SwizzledTile<kBlockN, kHeadDim>;
-    using DsTile = SwizzledTile<kBlockN, kBlockM>;  // dS^T
+    using DsTile = SwizzledTile<kBlockN, kBlockM>;    // dS^T
+    using DqTile = SwizzledTile<64, 64, 4>;           // a group's fp32 dQ tile (two 32-column boxes)
+    using DkvTile = SwizzledTile<kGroupKeys, kHeadDim>;  // a group's dK or dV, stored at the end
     static constexpr uint32_t kRowStatBytes = kBlockM * sizeof(float);
     static constexpr uint32_t kKOffset = 0;
     static constexpr uint32_t kVOffset = kKOffset + KVTile::kBytes;
     static constexpr uint32_t kQOffset = kVOffset + KVTile::kBytes;
     static constexpr uint32_t kDoutOffset = kQOffset + kStages * QTile::kBytes;
     static constexpr uint32_t kDsOffset = kDoutOffset + kStages * QTile::kBytes;
-    static constexpr uint32_t kLseOffset = kDsOffset + 2 * DsTile::kBytes;
+    static constexpr uint32_t kDqOffset = kDsOffset + 2 * DsTile::kBytes;
+    static constexpr uint32_t kLseOffset = kDqOffset + kConsumers * DqTile::kBytes;
     static constexpr uint32_t kDeltaOffset = kLseOffset + kStages * kRowStatBytes;
     static constexpr uint32_t kBarrierOffset = kDeltaOffset + kStages * kRowStatBytes;
     // + 1024: the dynamic shared memory is aligned up to a swizzle atom in the kernel.
     static constexpr int kSharedBytes = static_cast<int>(kBarrierOffset + (1 + 2 * kStages) * 8 + 1024);
     static constexpr uint32_t kStepBytes = 2 * QTile::kBytes + 2 * kRowStatBytes;
+    // dK and dV of both groups are staged where the Q and dO stages were.
+    static constexpr uint32_t kDkOffset = kQOffset;
+    static constexpr uint32_t kDvOffset = kDkOffset + kConsumers * DkvTile::kBytes;
+    static_assert(2 * kConsumers * DkvTile::kBytes <= 2 * kStages * QTile::kBytes, "dK and dV fit the stages");
     static_assert(kHeadDim == 64 || kHeadDim == 128, "wgmma shapes instantiated in sm90.cuh");
     static_assert(BackwardWorkspace::kRowPadding % kBlockM == 0, "whole lse_log2/delta rows per step");
 };
@@ -181,11 +191,32 @@ __device__ __forceinline__ void produce_steps(BackwardBarriers<Traits::kStages>&
     }
 }
 
+// The descriptors of a launch: loads of q, dout, k, v; the reduction into the fp32 dQ sum; the
+// stores of dk and dv.
+struct BackwardMaps {
+    CUtensorMap q, dout, k, v, dq_accum, dk, dv;
+};
+
+// Named barriers of the consumer groups (0 is __syncthreads).
+enum BackwardBarrierId : int {
+    kCleanBarrier = 1,     // both groups: K (once) or a masked step's Q cleaned
+    kDsBarrier = 2,        // both groups: the step's dS^T written
+    kEpilogueBarrier = 3,  // both groups: done with the Q/dO stages
+    kGroupBarrier = 4,     // + group: the group's dQ (or dK, dV) tile written
+};
+
+// One thread of the group issues its bulk copies once the other warps have written the tile.
+__device__ __forceinline__ void group_tile_written(int group, int group_thread) {
+    if (group_thread < 32)
+        named_barrier_sync(kGroupBarrier + group, 128);
+    else
+        named_barrier_arrive(kGroupBarrier + group, 128);
+}
+
 template <class Traits>
 __global__ void __launch_bounds__(Traits::kThreads, 1)
     backward_kernel(const __grid_constant__ AttnBwdParams params, const BackwardWorkspace workspace,
-                    const __grid_constant__ CUtensorMap q_map, const __grid_constant__ CUtensorMap dout_map,
-                    const __grid_constant__ CUtensorMap k_map, const __grid_constant__ CUtensorMap v_map) {
+                    const __grid_constant__ BackwardMaps maps) {
 #if FATTN_SM90_ENABLED
     using namespace backward_detail;
     using Element = typename Traits::Element;
@@ -223,14 +254,17 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
     if (warpgroup == 0) {
         lower_registers<Traits::kProducerRegisters>();
         if (threadIdx.x == 0 && walk.steps > 0)
-            produce_steps<Traits>(barriers, shared, params, workspace, walk, batch, kv_head, key0, &q_map, &dout_map,
-                                  &k_map, &v_map);
+            produce_steps<Traits>(barriers, shared, params, workspace, walk, batch, kv_head, key0, &maps.q, &maps.dout,
+                                  &maps.k, &maps.v);
         return;
     }
     raise_registers<Traits::kConsumerRegisters>();
 
+    using DqTile = typename Traits::DqTile;
+    using DkvTile = typename Traits::DkvTile;
     const int consumer = warpgroup - 1;
     const int consumer_thread = static_cast<int>(threadIdx.x) - 128;
+    const int group_thread = consumer_thread % 128;
     const int lane = static_cast<int>(threadIdx.x) % 32;
     const int group_key0 = consumer * Traits::kGroupKeys;
     const int warp_key0 = group_key0 + (consumer_thread / 32) % 4 * 16;  // this warp's 16 keys (rows)
@@ -242,6 +276,12 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
     const int dq_col0 = Traits::kDqSplitRows ? 0 : consumer * 64;
     const uint32_t dq_k_base = k_base + (Traits::kDqSplitRows ? 0 : consumer * KVTile::kBlockBytes);
     const uint32_t dq_ds_offset = Traits::kDqSplitRows ? consumer * DsTile::kBlockBytes : 0;
+    unsigned char* const dq_tile = shared + Traits::kDqOffset + consumer * DqTile::kBytes;
+    // This thread's first accumulator row within its group's 64 (the wgmma m64 layout; the second
+    // is 8 rows on) and its first column, as offsets in the tiles it writes.
+    const int fragment_row = (consumer_thread / 32) % 4 * 16 + lane / 4;
+    const uint32_t ds_first = DsTile::element_offset(group_key0 + fragment_row, (lane % 4) * 2);
+    const uint32_t dq_first = DqTile::element_offset(fragment_row, (lane % 4) * 2);
 
     float dk[kHeadDim / 2];
     float dv[kHeadDim / 2];
@@ -257,7 +297,7 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
         mbarrier_wait(&barriers.kv_full, 0);
         zero_nonfinite_tile<Element, KVTile::kBytes, Traits::kConsumerThreads>(shared + Traits::kKOffset,
                                                                                 consumer_thread);
-        named_barrier_sync(1, Traits::kConsumerThreads);
+        named_barrier_sync(kCleanBarrier, Traits::kConsumerThreads);
     }
 
     const MaskSpec& mask = params.mask;
@@ -275,7 +315,7 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
         if (masked) {  // Q without NaN/Inf for dK += dS^T Q, where masked dS elements meet it
             zero_nonfinite_tile<Element, QTile::kBytes, Traits::kConsumerThreads>(
                 shared + Traits::kQOffset + stage * QTile::kBytes, consumer_thread);
-            named_barrier_sync(1, Traits::kConsumerThreads);
+            named_barrier_sync(kCleanBarrier, Traits::kConsumerThreads);
         }
 
         // S^T and dP^T: this group's 64 keys x the step's kBlockM queries, [8-query tile][4].
@@ -339,11 +379,9 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
             tile::accumulators_to_a<Element>(p[k_step], s[2 * k_step], s[2 * k_step + 1]);
             tile::accumulators_to_a<Element>(ds[k_step], dp[2 * k_step], dp[2 * k_step + 1]);
 #pragma unroll
-            for (int i = 0; i < 4; ++i) {  // a[i]: query tile 2 * k_step + i / 2, key row g + 8 * (i % 2)
-                const int key = warp_key0 + lane / 4 + (i % 2) * 8;
-                const int query = (2 * k_step + i / 2) * 8 + (lane % 4) * 2;
-                *reinterpret_cast<uint32_t*>(ds_tile + DsTile::element_offset(key, query)) = ds[k_step][i];
-            }
+            for (int i = 0; i < 4; ++i)  // a[i]: query tile 2 * k_step + i / 2, key row g + 8 * (i % 2)
+                *reinterpret_cast<uint32_t*>(ds_tile + DsTile::fragment_offset(ds_first + (i % 2) * 8 * 128,
+                                                                               2 * k_step + i / 2)) = ds[k_step][i];
         }
         fence_async_shared();  // dS^T's next reader is wgmma
 
@@ -356,7 +394,10 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
             Wgmma<kHeadDim, Element>::rs_mn(dk, ds[k_step], QTile::mn_major(q_stage, k_step));
         wgmma_commit();
 
-        named_barrier_sync(2, Traits::kConsumerThreads);  // both groups' dS^T written
+        // The previous step's dQ reduction has read this group's dQ tile before any thread, past
+        // this barrier, writes the next one.
+        if (group_thread == 0) bulk_wait_read<0>();
+        named_barrier_sync(kDsBarrier, Traits::kConsumerThreads);  // both groups' dS^T written
         float dq[32];
         wgmma_fence();
         const uint32_t ds_base = base + Traits::kDsOffset + buffer * DsTile::kBytes + dq_ds_offset;
@@ -373,34 +414,52 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
         wgmma_wait<0>();
         fence_accumulators(dq);
 
-        float* accum = workspace.dq_accum +
-                       ((batch * params.heads_q + walk.head) * params.seqlen_q + row0) * kHeadDim + dq_col0;
 #pragma unroll
-        for (int h = 0; h < 2; ++h) {
-            const int row = dq_row0 + (consumer_thread / 32) % 4 * 16 + lane / 4 + h * 8;
-            if (row >= rows) continue;
+        for (int h = 0; h < 2; ++h)
 #pragma unroll
             for (int t = 0; t < 8; ++t)
-                atomic_add_pair(accum + row * kHeadDim + t * 8 + (lane % 4) * 2, dq[t * 4 + h * 2],
-                                dq[t * 4 + h * 2 + 1]);
+                *reinterpret_cast<float2*>(dq_tile + DqTile::fragment_offset(dq_first + h * 8 * 128, t)) =
+                    make_float2(dq[t * 4 + h * 2], dq[t * 4 + h * 2 + 1]);
+        fence_async_shared();
+        group_tile_written(consumer, group_thread);
+        if (group_thread == 0) {
+#pragma unroll
+            for (int block = 0; block < 2; ++block)
+                tma_reduce_add_4d(&maps.dq_accum, dq_tile + block * DqTile::kBlockBytes, dq_col0 + block * 32,
+                                  static_cast<int32_t>(row0 + dq_row0), static_cast<int32_t>(walk.head),
+                                  static_cast<int32_t>(batch));
+            bulk_commit();
         }
     }
 
-    const int head_dim = static_cast<int>(params.head_dim);
+    // dK and dV of the group's 64 keys through shared memory to TMA stores, which skip keys past
+    // seqlen_k and columns past head_dim.
+    named_barrier_sync(kEpilogueBarrier, Traits::kConsumerThreads);
+    unsigned char* const dk_tile = shared + Traits::kDkOffset + consumer * DkvTile::kBytes;
+    unsigned char* const dv_tile = shared + Traits::kDvOffset + consumer * DkvTile::kBytes;
+    const uint32_t dkv_first = DkvTile::element_offset(fragment_row, (lane % 4) * 2);
 #pragma unroll
-    for (int h = 0; h < 2; ++h) {
-        const int64_t key = key0 + warp_key0 + lane / 4 + h * 8;
-        if (key >= params.seqlen_k) continue;
-        Element* dk_row = static_cast<Element*>(params.dk.data) + params.dk.offset(batch, kv_head, key);
-        Element* dv_row = static_cast<Element*>(params.dv.data) + params.dv.offset(batch, kv_head, key);
+    for (int h = 0; h < 2; ++h)
 #pragma unroll
         for (int t = 0; t < kHeadDim / 8; ++t) {
-            const int col = t * 8 + (lane % 4) * 2;
-            if (col >= head_dim) continue;
-            *reinterpret_cast<uint32_t*>(dk_row + col) =
+            const uint32_t offset = DkvTile::fragment_offset(dkv_first + h * 8 * 128, t);
+            *reinterpret_cast<uint32_t*>(dk_tile + offset) =
                 ptx::pack2<Element>(dk[t * 4 + h * 2] * params.scale, dk[t * 4 + h * 2 + 1] * params.scale);
-            *reinterpret_cast<uint32_t*>(dv_row + col) = ptx::pack2<Element>(dv[t * 4 + h * 2], dv[t * 4 + h * 2 + 1]);
+            *reinterpret_cast<uint32_t*>(dv_tile + offset) = ptx::pack2<Element>(dv[t * 4 + h * 2], dv[t * 4 + h * 2 + 1]);
         }
+    fence_async_shared();
+    group_tile_written(consumer, group_thread);
+    if (group_thread == 0) {
+        const auto key = static_cast<int32_t>(key0 + group_key0);
+#pragma unroll
+        for (int block = 0; block < kHeadDim / 64; ++block) {
+            tma_store_4d(&maps.dk, dk_tile + block * DkvTile::kBlockBytes, block * 64, key,
+                         static_cast<int32_t>(kv_head), static_cast<int32_t>(batch));
+            tma_store_4d(&maps.dv, dv_tile + block * DkvTile::kBlockBytes, block * 64, key,
+                         static_cast<int32_t>(kv_head), static_cast<int32_t>(batch));
+        }
+        bulk_commit();
+        bulk_wait_all();  // the stores and the last dQ reduction, before the block's shared memory goes
     }
 #endif
 }
@@ -416,15 +475,21 @@ void run_backward(const AttnBwdParams& params, const BackwardWorkspace& workspac
     const BackwardRowKernels<kHeadDim, Element> row_kernels(params, workspace);
     const bool vectorized = tile::chunk_aligned(params.o) && tile::chunk_aligned(params.dout) &&
                             tile::chunk_aligned(params.dq);
-    const CUtensorMap q_map = make_tile_map(query_extent(params, params.q), params.dtype, Traits::kBlockM);
-    const CUtensorMap dout_map = make_tile_map(query_extent(params, params.dout), params.dtype, Traits::kBlockM);
-    const CUtensorMap k_map = make_tile_map(key_extent(params, params.k), params.dtype, Traits::kBlockN);
-    const CUtensorMap v_map = make_tile_map(key_extent(params, params.v), params.dtype, Traits::kBlockN);
+    // The fp32 dQ sum: [batch, heads_q, seqlen_q, kHeadDim], contiguous.
+    const TensorView dq_accum{workspace.dq_accum, params.heads_q * params.seqlen_q * kHeadDim,
+                              params.seqlen_q * kHeadDim, kHeadDim};
+    const BackwardMaps maps{
+        make_tile_map(query_extent(params, params.q), params.dtype, Traits::kBlockM),
+        make_tile_map(query_extent(params, params.dout), params.dtype, Traits::kBlockM),
+        make_tile_map(key_extent(params, params.k), params.dtype, Traits::kBlockN),
+        make_tile_map(key_extent(params, params.v), params.dtype, Traits::kBlockN),
+        make_tile_map({&dq_accum, params.batch, params.heads_q, params.seqlen_q, kHeadDim}, DType::F32, 64),
+        make_tile_map(key_extent(params, params.dk), params.dtype, Traits::kGroupKeys),
+        make_tile_map(key_extent(params, params.dv), params.dtype, Traits::kGroupKeys)};
     allow_shared_memory<kernel>(Traits::kSharedBytes);
 
     row_kernels.preprocess(params, workspace, vectorized, stream);
-    kernel<<<blocks, Traits::kThreads, Traits::kSharedBytes, stream>>>(params, workspace, q_map, dout_map, k_map,
-                                                                        v_map);
+    kernel<<<blocks, Traits::kThreads, Traits::kSharedBytes, stream>>>(params, workspace, maps);
     row_kernels.convert_dq(params, workspace, vectorized, stream);
 }
 

@@ -1,5 +1,6 @@
 // Thin wrappers over the Hopper (sm_90a) instructions the Hopper kernels are built from: the
-// tensor-memory accelerator (TMA) copy of a tile completing on an mbarrier, mbarrier waits,
+// tensor-memory accelerator (TMA) copy of a tile completing on an mbarrier, TMA stores and
+// reductions of a tile completing in bulk groups, mbarrier waits,
 // warpgroup MMA (wgmma) with shared-memory descriptors, named barriers and setmaxnreg. Names
 // follow the PTX ISA. Everything here compiles only for sm_90a; the callers guard with
 // FATTN_SM90_ENABLED so the other targets of the same translation unit compile an empty kernel.
@@ -7,7 +8,8 @@
 // Shared-memory tiles use the 128-byte swizzle that both TMA and wgmma understand: a tile of R
 // rows x C columns of 16-bit elements (C a multiple of 64) is stored as C / 64 column blocks of
 // R rows x 128 bytes each, every 8 rows (1024 bytes, aligned to 1024) one swizzle atom in which
-// the 16-byte chunks of row r are permuted by XOR with r % 8. TMA writes this layout from a plain
+// the 16-byte chunks of row r are permuted by XOR with r % 8 (fp32 tiles: 32 columns per block).
+// TMA writes this layout from a plain
 // row-major global tensor; wgmma reads it through a matrix descriptor (SwizzledTile below).
 #pragma once
 
@@ -91,6 +93,41 @@ __device__ __forceinline__ void bulk_load(void* destination, const void* source,
         : "memory");
 }
 
+// Stores the box of `map` at element coordinates (column, row, head, batch) from shared memory at
+// `source` (in the layout a load of that box writes); elements outside the tensor are skipped.
+// Completes in this thread's bulk group (bulk_commit, bulk_wait).
+__device__ __forceinline__ void tma_store_4d(const CUtensorMap* map, const void* source, int32_t column, int32_t row,
+                                             int32_t head, int32_t batch) {
+    asm volatile(
+        "cp.async.bulk.tensor.4d.global.shared::cta.tile.bulk_group [%0, {%2, %3, %4, %5}], [%1];\n" ::"l"(
+            reinterpret_cast<uint64_t>(map)),
+        "r"(ptx::smem_address(source)), "r"(column), "r"(row), "r"(head), "r"(batch)
+        : "memory");
+}
+
+// As tma_store_4d, but adds the box to the global elements (an atomic reduction per element).
+__device__ __forceinline__ void tma_reduce_add_4d(const CUtensorMap* map, const void* source, int32_t column,
+                                                  int32_t row, int32_t head, int32_t batch) {
+    asm volatile(
+        "cp.reduce.async.bulk.tensor.4d.global.shared::cta.add.tile.bulk_group [%0, {%2, %3, %4, %5}], [%1];\n" ::"l"(
+            reinterpret_cast<uint64_t>(map)),
+        "r"(ptx::smem_address(source)), "r"(column), "r"(row), "r"(head), "r"(batch)
+        : "memory");
+}
+
+// Closes this thread's bulk group of the stores and reductions issued since the last commit.
+__device__ __forceinline__ void bulk_commit() { asm volatile("cp.async.bulk.commit_group;\n" ::: "memory"); }
+
+// Waits until at most `Pending` of this thread's bulk groups are still reading shared memory
+// (their sources may then be overwritten).
+template <int Pending>
+__device__ __forceinline__ void bulk_wait_read() {
+    asm volatile("cp.async.bulk.wait_group.read %0;\n" ::"n"(Pending) : "memory");
+}
+
+// Waits until all of this thread's bulk groups have completed, their global writes included.
+__device__ __forceinline__ void bulk_wait_all() { asm volatile("cp.async.bulk.wait_group 0;\n" ::: "memory"); }
+
 // Orders this thread's ordinary shared-memory writes before later reads by wgmma or TMA.
 __device__ __forceinline__ void fence_async_shared() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
 
@@ -116,25 +153,18 @@ __device__ __forceinline__ void named_barrier_arrive(int id, int threads) {
     asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
 }
 
-// A named barrier's sync that also returns whether any of the threads passed `predicate`.
-__device__ __forceinline__ bool named_barrier_or(int id, int threads, bool predicate) {
-    uint32_t any = 0;
-    asm volatile(
-        "{\n .reg .pred p, q;\n setp.ne.u32 p, %1, 0;\n bar.red.or.pred q, %2, %3, p;\n selp.u32 %0, 1, 0, q;\n}\n"
-        : "=r"(any)
-        : "r"(static_cast<uint32_t>(predicate)), "r"(id), "r"(threads)
-        : "memory");
-    return any != 0;
-}
-
 // ---- swizzled tiles and wgmma descriptors ----------------------------------------------------
 
-// A kRows x kCols tile of 16-bit elements in the 128-byte-swizzled layout (see the file comment).
-template <int kRows, int kCols>
+// A kRows x kCols tile of kElementBytes-byte elements in the 128-byte-swizzled layout (see the
+// file comment; a column block is 128 bytes of a row: 64 16-bit or 32 32-bit elements). The wgmma
+// descriptors are for 16-bit tiles; fp32 tiles are staged for TMA only.
+template <int kRows, int kCols, int kElementBytes = 2>
 struct SwizzledTile {
-    static_assert(kRows % 8 == 0 && kCols % 64 == 0, "whole swizzle atoms");
-    static constexpr uint32_t kBlockBytes = kRows * 128;  // one column block of 64 elements per row
-    static constexpr uint32_t kBytes = kBlockBytes * (kCols / 64);
+    static constexpr int kBlockColumns = 128 / kElementBytes;
+    static constexpr int kChunkColumns = 16 / kElementBytes;
+    static_assert(kRows % 8 == 0 && kCols % kBlockColumns == 0, "whole swizzle atoms");
+    static constexpr uint32_t kBlockBytes = kRows * 128;  // one column block per row
+    static constexpr uint32_t kBytes = kBlockBytes * (kCols / kBlockColumns);
     static constexpr uint32_t kAtomBytes = 1024;          // 8 rows
 
     // Descriptor of the 16-column slice `k_step` of rows [row0, row0 + 8 * n) read K-major (the
@@ -153,7 +183,15 @@ struct SwizzledTile {
     // Byte offset of element (row, col): its column block, its row, and its 16-byte chunk moved
     // by the swizzle (chunk XOR row % 8); for ordinary stores of a tile that wgmma reads.
     __device__ __forceinline__ static uint32_t element_offset(int row, int col) {
-        return (col / 64) * kBlockBytes + row * 128 + ((((col % 64) / 8) ^ (row % 8)) * 16) + (col % 8) * 2;
+        return (col / kBlockColumns) * kBlockBytes + row * 128 +
+               ((((col % kBlockColumns) / kChunkColumns) ^ (row % 8)) * 16) + (col % kChunkColumns) * kElementBytes;
+    }
+    // element_offset(row, col + 8 * t) from first = element_offset(row, col), for col < 8 (an
+    // accumulator fragment's first column): the swizzle is an XOR of chunk bits that col's chunk
+    // does not use, so each of a fragment row's stores costs one XOR with a constant instead of the
+    // whole computation (whose results ptxas would otherwise keep, and spill, across the loop).
+    __device__ __forceinline__ static uint32_t fragment_offset(uint32_t first, int t) {
+        return (first ^ ((((8 * t) % kBlockColumns) / kChunkColumns) << 4)) + (8 * t / kBlockColumns) * kBlockBytes;
     }
 
 private:

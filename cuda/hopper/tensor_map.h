@@ -20,13 +20,14 @@ struct TensorExtent {
     int64_t columns;
 };
 
-// Whether TMA can read the tensor: base 16-byte aligned, every stride of an extent > 1 a positive
+// Whether TMA can read the 16-bit tensor: base 16-byte aligned, every stride of an extent > 1 a positive
 // multiple of 16 bytes, row coordinates within int32. Others take the sm_80 kernels.
 bool tma_readable(const TensorExtent& tensor);
 
-// A descriptor for boxes of `box_rows` rows x 64 columns of 16-bit elements, written to shared
-// memory with the 128-byte swizzle (sm90.cuh); coordinates (column, row, head, batch).
-// Throws Error(FATTN_ERROR_BACKEND) if the driver refuses a tensor that tma_readable accepted.
+// A descriptor for boxes of `box_rows` rows x 128 bytes (64 16-bit or 32 fp32 elements), in shared
+// memory with the 128-byte swizzle (sm90.cuh); coordinates (column, row, head, batch). For loads
+// of 16-bit tensors that tma_readable accepted, and stores or reductions into them or into the
+// fp32 workspace. Throws Error(FATTN_ERROR_BACKEND) if the driver refuses the tensor.
 CUtensorMap make_tile_map(const TensorExtent& tensor, DType dtype, int box_rows);
 
 }  // namespace fattn::cuda::sm90
