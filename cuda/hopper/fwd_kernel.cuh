@@ -37,7 +37,9 @@
 // Tile sizes and resources (ptxas -v, nvcc 13.0, sm_90a; measurements in bench/NOTES.md):
 //   kHeadDim  kBlockM x kBlockN  consumers  threads  registers (producer / consumer)  shared memory  spills
 //   64        192 x 128          3          512      32 / 160                         88 KB          12 B
+//   64        128 x 128          2          384      24 / 240                         80 KB          64 B (producer warpgroup)
 //   128       128 x 128          2          384      24 / 240                         160 KB         64 B (producer warpgroup)
+// At D=64 run_forward picks between the first two by the elements each would compute.
 #pragma once
 
 #include <cuda.h>
@@ -71,13 +73,14 @@ struct ForwardBarriers {
     uint32_t value_nonfinite[kStages][kCleanerWarps];  // a cleaner warp replaced something in V
 };
 
-template <int kHeadDim_, typename Element_>
+// Warpgroups of 64 query rows. D=64 takes three (192-row tiles) where it can: its tiles' products
+// are short next to their softmax, and a third group keeps more tensor work in flight to hide it;
+// run_forward takes two where the mask would waste too much of 192-row tiles.
+template <int kHeadDim_, typename Element_, int kConsumers_ = (kHeadDim_ <= 64 ? 3 : 2)>
 struct ForwardTraits {
     using Element = Element_;
     static constexpr int kHeadDim = kHeadDim_;
-    // Warpgroups of 64 query rows. D=64 takes three: its tiles' products are short next to their
-    // softmax, and a third group keeps more tensor work in flight to hide it.
-    static constexpr int kConsumers = kHeadDim_ <= 64 ? 3 : 2;
+    static constexpr int kConsumers = kConsumers_;
     static constexpr int kBlockM = 64 * kConsumers;
     static constexpr int kBlockN = 128;
     static constexpr int kThreads = 128 * (1 + kConsumers);
@@ -471,9 +474,9 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
 #endif
 }
 
-template <int kHeadDim, typename Element>
-void run_forward(const AttnParams& params, void* workspace, const cudaDeviceProp& device, cudaStream_t stream) {
-    using Traits = ForwardTraits<kHeadDim, Element>;
+template <class Traits>
+void launch_forward_kernel(const AttnParams& params, void* workspace, const cudaDeviceProp& device,
+                           cudaStream_t stream) {
     constexpr auto kernel = forward_kernel<Traits>;
     require_shared_memory(Traits::kSharedBytes, device, params, "Hopper forward kernel");
     // Persistent: one block per SM claims work items dynamically (produce_tiles), counting from 0.
@@ -486,6 +489,35 @@ void run_forward(const AttnParams& params, void* workspace, const cudaDeviceProp
     allow_shared_memory<kernel>(Traits::kSharedBytes);
     if (cudaMemsetAsync(next_item_counter, 0, sizeof(int), stream) != cudaSuccess) return;  // caller reports it
     kernel<<<blocks, Traits::kThreads, Traits::kSharedBytes, stream>>>(params, next_item_counter, q_map, k_map, v_map);
+}
+
+// Query rows x keys that a tiling with query tiles of `block_rows` rows and key tiles of 128
+// computes for one head: every visible key tile of every query tile, whole (the mask's cut tiles
+// and the padding past the sequence included). Host side, one pass over the query tiles.
+inline int64_t computed_elements(const AttnParams& params, int block_rows) {
+    constexpr int64_t kBlockN = 128;
+    int64_t elements = 0;
+    for (int64_t row0 = 0; row0 < params.seqlen_q; row0 += block_rows) {
+        const int64_t key_begin = params.mask.block_key_begin(row0);
+        const int64_t key_end = params.mask.block_key_end(std::min<int64_t>(row0 + block_rows, params.seqlen_q));
+        if (key_end > key_begin) elements += ((key_end - 1) / kBlockN - key_begin / kBlockN + 1) * kBlockN * block_rows;
+    }
+    return elements;
+}
+
+template <int kHeadDim, typename Element>
+void run_forward(const AttnParams& params, void* workspace, const cudaDeviceProp& device, cudaStream_t stream) {
+    if constexpr (kHeadDim == 64) {
+        // Three groups compute a tile's elements about 1.15x faster than two (D=64 N=16k, H100:
+        // 478 / 415 TFLOP/s, bench/NOTES.md), but where a causal diagonal, a window or the
+        // sequence end cuts the 192-row tiles they compute more elements than 128-row tiles
+        // (N=1k causal: a third more). Take the tiling that finishes first by that measure.
+        if (computed_elements(params, 128) * 115 < computed_elements(params, 192) * 100)
+            return launch_forward_kernel<ForwardTraits<64, Element, 2>>(params, workspace, device, stream);
+        return launch_forward_kernel<ForwardTraits<64, Element, 3>>(params, workspace, device, stream);
+    } else {
+        launch_forward_kernel<ForwardTraits<kHeadDim, Element>>(params, workspace, device, stream);
+    }
 }
 
 }  // namespace fattn::cuda::sm90
