@@ -22,8 +22,8 @@
 //               dQ   += dS K       wgmma SS m64n64k16, A (dS^T) and B (K) MN-major; each group
 //                      one 64 x 64 tile of the kBlockM x kHeadDim product (split by query rows
 //                      at kHeadDim 64, by columns at 128), staged in shared memory in fp32 and
-//                      added into the workspace's fp32 dQ sum by one TMA reduction (the adds are
-//                      the copy engine's, not the threads')
+//                      added into the workspace's fp32 dQ sum by TMA reductions (cp.reduce.async.
+//                      bulk.tensor, one per 32-column box: the adds are not the threads' work)
 //             At the end dK *= scale, and dK, dV go through shared memory (the Q/dO stages) to
 //             TMA stores.
 // Non-finite inputs follow the sm_80 kernel's rules: K loses its NaN/Inf once per block and Q on
