@@ -96,13 +96,19 @@ def _errors(got, expected):
 
 
 def assert_accurate(name, got, exact, naive, storage):
-    """The accuracy rule for output `name`: exact and naive are attention()'s results in float64
-    and as the storage-precision yardstick."""
+    """The accuracy rule for output `name`, the core suite's (tests/harness.h): within 2x the naive
+    error, plus a floor for where the naive result happens to be nearly exact: one storage ulp at
+    the output's largest magnitude (a tiny problem's naive maximum can fall below what any other
+    rounding order gives: 1 in 150 seeds for 16 x 40, every kernel family alike) and four fp32
+    roundings of each element's sum of term magnitudes. exact and naive are attention()'s results
+    in float64 and as the storage-precision yardstick."""
     errors = _errors(got, exact[name])
     naive_error = float(np.max(_errors(naive[name], exact[name])))
-    bound = 2 * naive_error + 4 * STORAGE_EPSILON["float32"] * exact["terms"][name]
+    finite = np.abs(exact[name])[np.isfinite(exact[name])]
+    ulp_floor = STORAGE_EPSILON[storage] * (float(np.max(finite)) if finite.size else 0.0)
+    bound = 2 * naive_error + ulp_floor + 4 * STORAGE_EPSILON["float32"] * exact["terms"][name]
     assert np.all(np.isfinite(errors)), f"{name}: non-finite values where the reference has none"
     worst = np.unravel_index(np.argmax(errors - bound), errors.shape)
     assert np.all(errors <= bound), (
         f"{name} ({storage}): error {errors[worst]:.3g} at {worst} exceeds 2 x naive {naive_error:.3g} "
-        f"+ term slack {bound[worst] - 2 * naive_error:.3g}")
+        f"+ floor {bound[worst] - 2 * naive_error:.3g}")

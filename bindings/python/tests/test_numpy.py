@@ -61,6 +61,24 @@ def test_forward_and_backward_match_reference(rng, storage, shape, mask, layout)
                             dict(out=out, lse=lse, dq=dq, dk=dk, dv=dv), **MASKS[mask])
 
 
+@pytest.mark.parametrize("storage", ["float16", "bfloat16"])
+def test_accuracy_rule_passes_exact_results_and_rejects_a_wrong_element(rng, storage):
+    # The rule's floor must admit the exact result rounded to storage (what a perfect kernel
+    # returns), yet catch one element off by twice what the rule allows.
+    q, k, v, dout = random_problem(rng, (2, 2, 1, 16, 40, 32), storage_dtype(storage))
+    exact = reference.attention(q, k, v, dout, causal=True)
+    naive = reference.attention(q, k, v, dout, causal=True, storage=storage)
+    for name in ("out", "dq", "dk", "dv"):
+        perfect = reference.round_to_storage(exact[name], storage).astype(np.float64)
+        reference.assert_accurate(name, perfect, exact, naive, storage)
+        allowed = 2 * np.max(np.abs(naive[name] - exact[name])) + \
+            reference.STORAGE_EPSILON[storage] * np.max(np.abs(exact[name]))
+        wrong = perfect.copy()
+        wrong.flat[7] += 2 * allowed
+        with pytest.raises(AssertionError):
+            reference.assert_accurate(name, wrong, exact, naive, storage)
+
+
 def test_attention_returns_forward_output_in_the_layout_of_q(rng):
     q, k, v, _ = random_problem(rng, SHAPES["gqa-longer-keys"], np.float32, layout="bnhd")
     out = fattn.attention(q, k, v, causal=True)
