@@ -177,6 +177,22 @@ __device__ __forceinline__ float softmax_offset(float row_max, float scale_log2)
     return row_max == -INFINITY ? 0.0f : row_max * scale_log2;
 }
 
+// The key tiles of kBlockN keys that hold every key one of the rows [row0, row0 + rows) sees
+// (MaskSpec): [first, first + count). The kernels walk these; the Hopper forward's host-side
+// choice of tiling counts them.
+struct KeyTileRange {
+    int64_t first;
+    int64_t count;
+};
+
+template <int kBlockN>
+FATTN_HOST_DEVICE KeyTileRange visible_key_tiles(const MaskSpec& mask, int64_t row0, int64_t rows) {
+    const int64_t key_begin = mask.block_key_begin(row0);
+    const int64_t key_end = mask.block_key_end(row0 + rows);
+    const int64_t first = key_begin / kBlockN;
+    return {first, key_end > key_begin ? (key_end - 1) / kBlockN - first + 1 : 0};
+}
+
 // Work item `block` (a block's index, or a persistent block's current item) of a grid of query
 // tiles numbered tile fastest (last tile first, so the tiles that see the most keys under a
 // causal mask start first), then query head, then batch:
@@ -203,10 +219,9 @@ __device__ __forceinline__ QueryTileBlock query_tile_block(const AttnParams& par
     work.kv_head = work.head / params.heads_per_kv;
     const int64_t rows_left = params.seqlen_q - work.row0;
     work.rows = static_cast<int>(rows_left < kBlockM ? rows_left : kBlockM);
-    const int64_t key_begin = params.mask.block_key_begin(work.row0);
-    const int64_t key_end = params.mask.block_key_end(work.row0 + work.rows);
-    work.first_key_tile = key_begin / kBlockN;
-    work.key_tiles = key_end > key_begin ? (key_end - 1) / kBlockN - work.first_key_tile + 1 : 0;
+    const KeyTileRange key_tiles = visible_key_tiles<kBlockN>(params.mask, work.row0, work.rows);
+    work.first_key_tile = key_tiles.first;
+    work.key_tiles = key_tiles.count;
     return work;
 }
 

@@ -491,16 +491,16 @@ void launch_forward_kernel(const AttnParams& params, void* workspace, const cuda
     kernel<<<blocks, Traits::kThreads, Traits::kSharedBytes, stream>>>(params, next_item_counter, q_map, k_map, v_map);
 }
 
-// Query rows x keys that a tiling with query tiles of `block_rows` rows and key tiles of 128
-// computes for one head: every visible key tile of every query tile, whole (the mask's cut tiles
-// and the padding past the sequence included). Host side, one pass over the query tiles.
-inline int64_t computed_elements(const AttnParams& params, int block_rows) {
-    constexpr int64_t kBlockN = 128;
+// Query rows x keys that the forward with these traits computes for one head: every visible key
+// tile of every query tile, whole (the mask's cut tiles and the padding past the sequence
+// included). Host side, one pass over the query tiles.
+template <class Traits>
+int64_t computed_elements(const AttnParams& params) {
     int64_t elements = 0;
-    for (int64_t row0 = 0; row0 < params.seqlen_q; row0 += block_rows) {
-        const int64_t key_begin = params.mask.block_key_begin(row0);
-        const int64_t key_end = params.mask.block_key_end(std::min<int64_t>(row0 + block_rows, params.seqlen_q));
-        if (key_end > key_begin) elements += ((key_end - 1) / kBlockN - key_begin / kBlockN + 1) * kBlockN * block_rows;
+    for (int64_t row0 = 0; row0 < params.seqlen_q; row0 += Traits::kBlockM) {
+        const int64_t rows = std::min<int64_t>(Traits::kBlockM, params.seqlen_q - row0);
+        elements += tile::visible_key_tiles<Traits::kBlockN>(params.mask, row0, rows).count * Traits::kBlockN *
+                    Traits::kBlockM;
     }
     return elements;
 }
@@ -512,9 +512,11 @@ void run_forward(const AttnParams& params, void* workspace, const cudaDeviceProp
         // 478 / 415 TFLOP/s, bench/NOTES.md), but where a causal diagonal, a window or the
         // sequence end cuts the 192-row tiles they compute more elements than 128-row tiles
         // (N=1k causal: a third more). Take the tiling that finishes first by that measure.
-        if (computed_elements(params, 128) * 115 < computed_elements(params, 192) * 100)
-            return launch_forward_kernel<ForwardTraits<64, Element, 2>>(params, workspace, device, stream);
-        return launch_forward_kernel<ForwardTraits<64, Element, 3>>(params, workspace, device, stream);
+        using TwoGroups = ForwardTraits<64, Element, 2>;
+        using ThreeGroups = ForwardTraits<64, Element, 3>;
+        if (computed_elements<TwoGroups>(params) * 115 < computed_elements<ThreeGroups>(params) * 100)
+            return launch_forward_kernel<TwoGroups>(params, workspace, device, stream);
+        return launch_forward_kernel<ThreeGroups>(params, workspace, device, stream);
     } else {
         launch_forward_kernel<ForwardTraits<kHeadDim, Element>>(params, workspace, device, stream);
     }
