@@ -409,8 +409,7 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
         wgmma_wait<1>();  // dV and dK done: the stage's Q and dO are free
         fence_accumulators(dk);
         fence_accumulators(dv);
-        __syncwarp();  // every lane's reads of the stage's lse_log2/delta rows precede the release
-        if (lane == 0) mbarrier_arrive(&barriers.step_empty[stage]);
+        warp_arrive(&barriers.step_empty[stage], lane);  // after every lane's reads of lse_log2/delta
         wgmma_wait<0>();
         fence_accumulators(dq);
 

@@ -198,8 +198,7 @@ __device__ __forceinline__ void clean_values(typename Traits::Barriers& barriers
     for (uint32_t item_round = 0;; ++item_round) {
         mbarrier_wait(&barriers.q_full, item_round & 1);
         const int64_t item = barriers.next_item;
-        __syncwarp();  // every lane has read next_item before the producer may overwrite it
-        if (lane == 0) mbarrier_arrive(&barriers.q_empty);
+        warp_arrive(&barriers.q_empty, lane);  // the producer may overwrite next_item
         if (item >= items) return;
         const tile::QueryTileBlock work = tile::query_tile_block<Traits::kBlockM, Traits::kBlockN>(params, item);
         const int64_t last_tile = work.first_key_tile + work.key_tiles - 1;
@@ -284,12 +283,7 @@ struct Consumer {
         named_barrier_arrive(kTurnBarrier + (group + 1) % Traits::kConsumers, kTurnThreads);
     }
 
-    // One arrival per warp, after every lane's reads of what it releases (__syncwarp orders them;
-    // compute-sanitizer racecheck flagged lane 31's read of next_item without it).
-    __device__ __forceinline__ void release(uint64_t& empty) const {
-        __syncwarp();
-        if (lane == 0) mbarrier_arrive(&empty);
-    }
+    __device__ __forceinline__ void release(uint64_t& empty) const { warp_arrive(&empty, lane); }
 };
 
 template <class Traits>

@@ -51,6 +51,14 @@ __device__ __forceinline__ void mbarrier_arrive(uint64_t* barrier) {
     asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(ptx::smem_address(barrier)) : "memory");
 }
 
+// One arrival of a warp on `barrier`, after every lane's earlier reads of what the arrival
+// releases: __syncwarp orders them before lane 0's arrive (racecheck flagged lane 31's reads of a
+// released slot without it).
+__device__ __forceinline__ void warp_arrive(uint64_t* barrier, int lane) {
+    __syncwarp();
+    if (lane == 0) mbarrier_arrive(barrier);
+}
+
 // Waits until the phase of parity `parity` has completed. A fresh barrier is in phase 0, so a wait
 // for parity 1 returns at once: producers start waiting on "empty" barriers with parity 1.
 __device__ __forceinline__ void mbarrier_wait(uint64_t* barrier, uint32_t parity) {
