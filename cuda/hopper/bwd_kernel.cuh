@@ -62,6 +62,13 @@
 
 namespace fattn::cuda::sm90 {
 
+template <int kStages>
+struct BackwardBarriers {
+    uint64_t kv_full;
+    uint64_t step_full[kStages];   // Q, dO, lse_log2, delta of a step
+    uint64_t step_empty[kStages];  // one arrival per consumer warp
+};
+
 template <int kHeadDim_, typename Element_>
 struct BackwardTraits {
     using Element = Element_;
@@ -96,7 +103,7 @@ struct BackwardTraits {
     static constexpr uint32_t kDeltaOffset = kLseOffset + kStages * kRowStatBytes;
     static constexpr uint32_t kBarrierOffset = kDeltaOffset + kStages * kRowStatBytes;
     // + 1024: the dynamic shared memory is aligned up to a swizzle atom in the kernel.
-    static constexpr int kSharedBytes = static_cast<int>(kBarrierOffset + (1 + 2 * kStages) * 8 + 1024);
+    static constexpr int kSharedBytes = static_cast<int>(kBarrierOffset + sizeof(BackwardBarriers<kStages>) + 1024);
     static constexpr uint32_t kStepBytes = 2 * QTile::kBytes + 2 * kRowStatBytes;
     // dK and dV of both groups are staged where the Q and dO stages were.
     static constexpr uint32_t kDkOffset = kQOffset;
@@ -104,13 +111,6 @@ struct BackwardTraits {
     static_assert(2 * kConsumers * DkvTile::kBytes <= 2 * kStages * QTile::kBytes, "dK and dV fit the stages");
     static_assert(kHeadDim == 64 || kHeadDim == 128, "wgmma shapes instantiated in sm90.cuh");
     static_assert(BackwardWorkspace::kRowPadding % kBlockM == 0, "whole lse_log2/delta rows per step");
-};
-
-template <int kStages>
-struct BackwardBarriers {
-    uint64_t kv_full;
-    uint64_t step_full[kStages];   // Q, dO, lse_log2, delta of a step
-    uint64_t step_empty[kStages];  // one arrival per consumer warp
 };
 
 // The steps of a block: every (query head of its kv head's group, query tile of kBlockM rows) with
@@ -267,7 +267,6 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
     const int group_thread = consumer_thread % 128;
     const int lane = static_cast<int>(threadIdx.x) % 32;
     const int group_key0 = consumer * Traits::kGroupKeys;
-    const int warp_key0 = group_key0 + (consumer_thread / 32) % 4 * 16;  // this warp's 16 keys (rows)
     const uint32_t base = ptx::smem_address(shared);
     const uint32_t k_base = base + Traits::kKOffset;
     const uint32_t v_base = base + Traits::kVOffset;
@@ -362,7 +361,7 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
                     const int2 range = visible_keys<kBlockN>(mask, row0 + t * 8 + (lane % 4) * 2 + e, key0);
 #pragma unroll
                     for (int h = 0; h < 2; ++h) {
-                        const int key = warp_key0 + lane / 4 + h * 8;
+                        const int key = group_key0 + fragment_row + h * 8;
                         if (key < range.x || key >= range.y) zero_masked(s[t][h * 2 + e], dp[t][h * 2 + e]);
                     }
                 }
