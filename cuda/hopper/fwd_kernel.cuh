@@ -36,9 +36,9 @@
 //
 // Tile sizes and resources (ptxas -v, nvcc 13.0, sm_90a; measurements in bench/NOTES.md):
 //   kHeadDim  kBlockM x kBlockN  consumers  threads  registers (producer / consumer)  shared memory  spills
-//   64        192 x 128          3          512      32 / 160                         88 KB          12 B
-//   64        128 x 128          2          384      24 / 240                         80 KB          64 B (producer warpgroup)
-//   128       128 x 128          2          384      24 / 240                         160 KB         64 B (producer warpgroup)
+//   64        192 x 128          3          512      32 / 160                         88 KB          4 B
+//   64        128 x 128          2          384      24 / 240                         80 KB          60 B (producer warpgroup)
+//   128       128 x 128          2          384      24 / 240                         160 KB         60 B (producer warpgroup)
 // At D=64 run_forward picks between the first two by the elements each would compute.
 #pragma once
 
@@ -90,9 +90,9 @@ struct ForwardTraits {
     // setmaxnreg moves registers from the producer to the consumers within what the block got at
     // launch (the per-thread cap of __launch_bounds__(kThreads, 1), in steps of 8): 168 x 384 or
     // 128 x 512. If the consumers asked for more than the producer freed, their setmaxnreg.inc would
-    // wait forever (a first version asked for 32 + 2 x 240 and hung). The producer's scheduling
-    // arithmetic fits 32 without spills; at two groups it gets 24 (12 bytes spilled, off the
-    // consumers' path) so that the consumers keep 240.
+    // wait forever (a first version asked for 32 + 2 x 240 and hung). The producer warpgroup (the
+    // producer thread's scheduling arithmetic and the cleaners) gets 32, or 24 at two groups so that
+    // the consumers keep 240; it spills a few words there, off the consumers' path.
     static constexpr int kLaunchRegisters = 65536 / kThreads / 8 * 8;
     static constexpr int kProducerRegisters = kConsumers == 3 ? 32 : 24;
     static constexpr int kConsumerRegisters = kConsumers == 3 ? 160 : 240;
@@ -148,7 +148,6 @@ __device__ __forceinline__ void produce_tiles(typename Traits::Barriers& barrier
         const tile::QueryTileBlock work = tile::query_tile_block<Traits::kBlockM, Traits::kBlockN>(params, item);
         const auto batch = static_cast<int32_t>(work.batch);
         const auto kv_head = static_cast<int32_t>(work.kv_head);
-        mbarrier_wait(&barriers.q_empty, (item_round & 1) ^ 1);
         mbarrier_arrive_expect_bytes(&barriers.q_full, Traits::QTile::kBytes);
 #pragma unroll
         for (int block = 0; block < kColumnBlocks; ++block)
