@@ -21,27 +21,41 @@ inline void check_cuda(cudaError_t status, const char* what) {
     if (status != cudaSuccess) throw std::runtime_error(std::string(what) + ": " + cudaGetErrorString(status));
 }
 
+// Device memory of a fixed size, freed with its owner.
+class DeviceBuffer {
+public:
+    explicit DeviceBuffer(size_t bytes) : bytes_(bytes) { check_cuda(cudaMalloc(&data_, bytes), "cudaMalloc"); }
+    DeviceBuffer(const DeviceBuffer&) = delete;
+    DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+    ~DeviceBuffer() { cudaFree(data_); }
+
+    unsigned char* data() const { return static_cast<unsigned char*>(data_); }
+    size_t bytes() const { return bytes_; }
+
+private:
+    void* data_ = nullptr;
+    size_t bytes_;
+};
+
 // Device memory holding a copy of a host tensor's bytes (outputs carry their poison over too).
 class DeviceMirror {
 public:
-    explicit DeviceMirror(HostTensor& host) : host_(host) {
-        check_cuda(cudaMalloc(&device_, host.byte_size()), "cudaMalloc");
-        check_cuda(cudaMemcpy(device_, host.bytes(), host.byte_size(), cudaMemcpyHostToDevice), "cudaMemcpy to device");
+    explicit DeviceMirror(HostTensor& host) : host_(host), device_(host.byte_size()) {
+        check_cuda(cudaMemcpy(device_.data(), host.bytes(), host.byte_size(), cudaMemcpyHostToDevice),
+                   "cudaMemcpy to device");
     }
-    DeviceMirror(const DeviceMirror&) = delete;
-    DeviceMirror& operator=(const DeviceMirror&) = delete;
-    ~DeviceMirror() { cudaFree(device_); }
 
-    void* device_data() const { return device_; }
+    void* device_data() const { return device_.data(); }
     // Waits for all queued work (fattn is asynchronous on its stream), then copies back.
     void copy_to_host() {
         check_cuda(cudaDeviceSynchronize(), "cudaDeviceSynchronize after fattn calls");
-        check_cuda(cudaMemcpy(host_.bytes(), device_, host_.byte_size(), cudaMemcpyDeviceToHost), "cudaMemcpy to host");
+        check_cuda(cudaMemcpy(host_.bytes(), device_.data(), host_.byte_size(), cudaMemcpyDeviceToHost),
+                   "cudaMemcpy to host");
     }
 
 private:
     HostTensor& host_;
-    void* device_ = nullptr;
+    DeviceBuffer device_;
 };
 
 #else

@@ -32,20 +32,6 @@ constexpr int64_t kLength = (int64_t{1} << 24) + 3;
 constexpr int64_t kRows = 64;  // rows per checked window
 constexpr fattn_dtype_t kDtype = FATTN_DTYPE_BF16;
 
-class DeviceBuffer {
-public:
-    explicit DeviceBuffer(size_t bytes) : bytes_(bytes) { check_cuda(cudaMalloc(&data_, bytes), "cudaMalloc"); }
-    DeviceBuffer(const DeviceBuffer&) = delete;
-    DeviceBuffer& operator=(const DeviceBuffer&) = delete;
-    ~DeviceBuffer() { cudaFree(data_); }
-    unsigned char* data() const { return static_cast<unsigned char*>(data_); }
-    size_t bytes() const { return bytes_; }
-
-private:
-    void* data_ = nullptr;
-    size_t bytes_;
-};
-
 // Fills the buffer with copies of `block`: one host copy, then device-to-device doubling.
 void fill_repeating(const DeviceBuffer& buffer, const std::vector<unsigned char>& block) {
     size_t done = std::min(block.size(), buffer.bytes());
