@@ -35,14 +35,18 @@ __device__ __forceinline__ void mask_scores(float (&s)[Traits::kMTiles][Traits::
 #pragma unroll
         for (int half = 0; half < 2; ++half) {
             const int64_t row = warp_row0 + mt * 16 + lane / 4 + half * 8;
-            // Clamped to the tile, the bounds fit in int: fewer registers in this branch.
-            const int begin = static_cast<int>(std::clamp<int64_t>(mask.key_begin(row) - key0, 0, Traits::kBlockN));
-            const int end = static_cast<int>(std::clamp<int64_t>(mask.key_end(row) - key0, 0, Traits::kBlockN));
+            // Clamped to the tile, the bounds fit in int: fewer registers in this branch. They are
+            // taken relative to the lane's first column, so that each comparison is with a constant
+            // (per-column key offsets would be hoisted out of the kernel's loop, into registers).
+            const int column0 = (lane % 4) * 2;
+            const int begin =
+                static_cast<int>(std::clamp<int64_t>(mask.key_begin(row) - key0, 0, Traits::kBlockN)) - column0;
+            const int end = static_cast<int>(std::clamp<int64_t>(mask.key_end(row) - key0, 0, Traits::kBlockN)) - column0;
 #pragma unroll
             for (int nt = 0; nt < Traits::kSTiles; ++nt) {
 #pragma unroll
                 for (int e = 0; e < 2; ++e) {
-                    const int key = nt * 8 + (lane % 4) * 2 + e;
+                    const int key = nt * 8 + e;  // minus column0
                     if (key < begin || key >= end) s[mt][nt][half * 2 + e] = -INFINITY;
                 }
             }
