@@ -6,12 +6,13 @@
 // head, batch), numbered as the sm_80 kernel numbers its blocks (tile::query_tile_block: the
 // longest causal tiles first), claiming them dynamically (produce_tiles). Warpgroups with fixed
 // roles:
-//   producer  (warpgroup 0, registers lowered by setmaxnreg): one thread claims the items and
-//             issues the TMA copies: each item's Q tile, then each visible K and V tile, last tile
-//             first (the tiles that straddle the sequence end or the diagonal come first, so later
-//             tiles skip the mask), into a kStages-deep ring of shared-memory stages that runs on
-//             across items. Each stage (and Q) has a "full" mbarrier that the copy completes
-//             (counted in bytes) and an "empty" one the consumer warps arrive on.
+//   producer  (warpgroup 0, registers lowered by setmaxnreg): one thread claims the items,
+//             describes each in a ring of work slots (its tiling, computed once), and issues the
+//             TMA copies: each item's Q tile into one of two Q slots, then each visible K and V
+//             tile, last tile first (the tiles that straddle the sequence end or the diagonal come
+//             first, so later tiles skip the mask), into a kStages-deep ring of shared-memory
+//             stages that runs on across items. Each stage (and Q slot) has a "full" mbarrier that
+//             the copy completes (counted in bytes) and an "empty" one the consumer warps arrive on.
 //   cleaners  (warps 1..3 of warpgroup 0): follow the same items and tiles; a masked tile's V has
 //             its NaNs and infinities replaced by 0 (P is exactly 0 there, and 0 * NaN is NaN)
 //             before its "clean" mbarrier lets the consumers read it, with a flag saying whether
@@ -23,22 +24,26 @@
 //             online softmax in base 2, P = exp2(S * scale_log2 - m * scale_log2) (fwd_softmax.cuh)
 //             O = O * correction + P V   wgmma m64nDk16, P from registers, V MN-major
 //             software-pipelined: tile i's S is issued with tile i-1's P V, and tile i's softmax
-//             runs while that P V is in flight; the groups take turns issuing their wgmmas, so
-//             one group's softmax overlaps another's products.
+//             runs while that P V is in flight, across items too (an item's first S goes with the
+//             previous item's last P V, whose rows are then written); the groups take turns
+//             issuing their wgmmas, so one group's softmax overlaps another's products.
 // The end is the sm_80 kernel's: O / rowsum,
 // lse = m * scale + ln(rowsum), rows with no visible key give zeros and -inf.
 //
 // Layouts. Global tensors are any-strided [batch, head, row, head_dim] that TMA can address
 // (tensor_map.h: 16-byte aligned, strides multiples of 16 bytes); others use the sm_80 kernels.
-// Shared tiles are 128-byte swizzled (sm90.cuh): Q kBlockM x D, and per stage K and V 128 x D.
+// Shared tiles are 128-byte swizzled (sm90.cuh): two Q slots of kBlockM x D, and per stage K and
+// V 128 x D.
 // TMA fills rows past the sequence and columns past head_dim with zeros. O and lse are written
 // from registers (every row's 16-byte chunk is written by 4 lanes of one warp at once).
 //
 // Tile sizes and resources (ptxas -v, nvcc 13.0, sm_90a; measurements in bench/NOTES.md):
-//   kHeadDim  kBlockM x kBlockN  consumers  threads  registers (producer / consumer)  shared memory  spills
-//   64        192 x 128          3          512      32 / 160                         88 KB          4 B
-//   64        128 x 128          2          384      24 / 240                         80 KB          60 B (producer warpgroup)
-//   128       128 x 128          2          384      24 / 240                         160 KB         60 B (producer warpgroup)
+//   kHeadDim  kBlockM x kBlockN  consumers  threads  registers (producer / consumer)  shared memory  spill stores
+//   64        192 x 128          3          512      32 / 160                         112 KB         40 B
+//   64        128 x 128          2          384      24 / 240                         96 KB          100 B
+//   128       128 x 128          2          384      24 / 240                         192 KB         164 B
+// The spills are in the producer warpgroup and at item boundaries; the main loop has none at
+// D=64 and keeps two words in local memory at D=128.
 // At D=64 run_forward picks between the first two by the elements each would compute.
 #pragma once
 
@@ -47,6 +52,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <type_traits>
 #include <utility>
 
 #include "fwd_softmax.cuh"
@@ -59,12 +65,24 @@
 
 namespace fattn::cuda::sm90 {
 
+// The producer describes each work item once, in a ring of kWorkSlots (item_round % kWorkSlots):
+// its number and tiling, read by the consumers and cleaners instead of each recomputing it
+// (64-bit divisions on the consumers' path between items). A slot is free again
+// once every consumer warp has written the item's rows and every cleaner warp has read it.
+struct WorkSlot {
+    int64_t item;  // -1: no more work
+    tile::QueryTileBlock work;
+};
+constexpr int kWorkSlots = 4;
+
+// Q has two slots, taken by work items in turn (item_round % 2), so that the next item's Q is in
+// place when the consumers issue its first Q K^T with the current item's last P V.
 template <int kStages, int kCleanerWarps>
 struct ForwardBarriers {
-    int64_t next_item;  // the work item whose Q the current q_full phase brings (>= items: stop)
-    uint64_t q_full;
-    uint64_t q_empty;  // one arrival per consumer warp after its last Q K^T of a work item, and per
-                       // cleaner warp once it has read next_item
+    WorkSlot work_slots[kWorkSlots];
+    uint64_t work_free[kWorkSlots];  // one arrival per consumer warp and per cleaner warp
+    uint64_t q_full[2];              // also publishes the item's work slot
+    uint64_t q_empty[2];             // one arrival per consumer warp after its last Q K^T of a work item
     uint64_t key_full[kStages];
     uint64_t key_empty[kStages];  // one arrival per consumer warp
     uint64_t value_full[kStages];
@@ -105,7 +123,7 @@ struct ForwardTraits {
 
     using QTile = SwizzledTile<kBlockM, kHeadDim>;
     using KVTile = SwizzledTile<kBlockN, kHeadDim>;
-    static constexpr uint32_t kKOffset = QTile::kBytes;
+    static constexpr uint32_t kKOffset = 2 * QTile::kBytes;  // two Q slots
     static constexpr uint32_t kVOffset = kKOffset + kStages * KVTile::kBytes;
     static constexpr uint32_t kBarrierOffset = kVOffset + kStages * KVTile::kBytes;
     using Barriers = ForwardBarriers<kStages, kCleanerWarps>;
@@ -122,8 +140,8 @@ FATTN_HOST_DEVICE int64_t work_items(const AttnParams& params, int block_rows) {
 // The producer thread. Persistent blocks take work items dynamically: block b starts with item b,
 // then claims gridDim.x + atomicAdd(next_item_counter, 1), so blocks that drew short (masked)
 // items take more of them and the longest items, numbered first, start first. For each item:
-// hand its number to the consumers with Q (next_item, then q_full), then K and V of every visible
-// key tile, last tile first. `iteration` counts key tiles over all items, so the stage ring runs
+// describe it in its work slot and hand that to the consumers with Q (q_full), then K and V of
+// every visible key tile, last tile first. `iteration` counts key tiles over all items, so the stage ring runs
 // on across items and the next item's tiles load during this one's end.
 template <class Traits>
 __device__ __forceinline__ void produce_tiles(typename Traits::Barriers& barriers, unsigned char* shared,
@@ -139,19 +157,24 @@ __device__ __forceinline__ void produce_tiles(typename Traits::Barriers& barrier
     uint32_t iteration = 0;
     int64_t item = blockIdx.x;
     for (uint32_t item_round = 0;; ++item_round) {
-        mbarrier_wait(&barriers.q_empty, (item_round & 1) ^ 1);
-        barriers.next_item = item;  // published by the arrive on q_full
+        const uint32_t slot = item_round % 2;
+        WorkSlot& described = barriers.work_slots[item_round % kWorkSlots];
+        mbarrier_wait(&barriers.work_free[item_round % kWorkSlots], ((item_round / kWorkSlots) & 1) ^ 1);
+        described.item = item < items ? item : -1;  // published by the arrive on q_full
         if (item >= items) {
-            mbarrier_arrive(&barriers.q_full);
+            mbarrier_arrive(&barriers.q_full[slot]);
             return;
         }
         const tile::QueryTileBlock work = tile::query_tile_block<Traits::kBlockM, Traits::kBlockN>(params, item);
+        described.work = work;
+        mbarrier_wait(&barriers.q_empty[slot], ((item_round / 2) & 1) ^ 1);
         const auto batch = static_cast<int32_t>(work.batch);
         const auto kv_head = static_cast<int32_t>(work.kv_head);
-        mbarrier_arrive_expect_bytes(&barriers.q_full, Traits::QTile::kBytes);
+        mbarrier_arrive_expect_bytes(&barriers.q_full[slot], Traits::QTile::kBytes);
 #pragma unroll
         for (int block = 0; block < kColumnBlocks; ++block)
-            tma_load_4d(shared + block * Traits::QTile::kBlockBytes, q_map, &barriers.q_full, block * 64,
+            tma_load_4d(shared + slot * Traits::QTile::kBytes + block * Traits::QTile::kBlockBytes, q_map,
+                        &barriers.q_full[slot], block * 64,
                         static_cast<int32_t>(work.row0), static_cast<int32_t>(work.head), batch);
         item = gridDim.x + atomicAdd(next_item_counter, 1);
 
@@ -177,8 +200,8 @@ __device__ __forceinline__ void produce_tiles(typename Traits::Barriers& barrier
 // Whether the block's rows see only part of the key tile at key0 (the same decision for the
 // producer warpgroup's cleaners and for every consumer group).
 template <class Traits>
-__device__ __forceinline__ bool tile_masked(const AttnParams& params, const tile::QueryTileBlock& work, int64_t key0) {
-    return !params.mask.tile_fully_visible(work.row0, work.row0 + work.rows, key0, key0 + Traits::kBlockN);
+__device__ __forceinline__ bool tile_masked(const AttnParams& params, int64_t row0, int rows, int64_t key0) {
+    return !params.mask.tile_fully_visible(row0, row0 + rows, key0, key0 + Traits::kBlockN);
 }
 
 // The cleaner warps (`thread` 0 .. 32 * kCleanerWarps - 1): item by item, tile by tile as the
@@ -192,20 +215,19 @@ __device__ __forceinline__ void clean_values(typename Traits::Barriers& barriers
     constexpr int kCleanerThreads = 32 * Traits::kCleanerWarps;
     const int warp = thread / 32;
     const int lane = thread % 32;
-    const int64_t items = work_items(params, Traits::kBlockM);
     uint32_t iteration = 0;
     for (uint32_t item_round = 0;; ++item_round) {
-        mbarrier_wait(&barriers.q_full, item_round & 1);
-        const int64_t item = barriers.next_item;
-        warp_arrive(&barriers.q_empty, lane);  // the producer may overwrite next_item
-        if (item >= items) return;
-        const tile::QueryTileBlock work = tile::query_tile_block<Traits::kBlockM, Traits::kBlockN>(params, item);
+        mbarrier_wait(&barriers.q_full[item_round % 2], (item_round / 2) & 1);
+        const WorkSlot& described = barriers.work_slots[item_round % kWorkSlots];
+        if (described.item < 0) return;
+        const tile::QueryTileBlock work = described.work;
+        warp_arrive(&barriers.work_free[item_round % kWorkSlots], lane);
         const int64_t last_tile = work.first_key_tile + work.key_tiles - 1;
         for (int64_t i = 0; i < work.key_tiles; ++i, ++iteration) {
             const int stage = static_cast<int>(iteration % Traits::kStages);
             mbarrier_wait(&barriers.value_full[stage], (iteration / Traits::kStages) & 1);
             bool replaced = false;
-            if (tile_masked<Traits>(params, work, (last_tile - i) * Traits::kBlockN))
+            if (tile_masked<Traits>(params, work.row0, work.rows, (last_tile - i) * Traits::kBlockN))
                 replaced = zero_nonfinite_tile<typename Traits::Element, KVTile::kBytes, kCleanerThreads>(
                     shared + Traits::kVOffset + stage * KVTile::kBytes, thread);
             replaced = __any_sync(0xffffffffu, replaced);
@@ -230,18 +252,22 @@ struct Consumer {
     typename Traits::Barriers& barriers;
     unsigned char* shared;
     int group;
-    uint32_t q_base;  // this group's 64 rows of Q
+    uint32_t q_base;  // this group's 64 rows of Q in slot 0
     int thread;       // 0 .. kConsumerThreads - 1 over all groups
     int lane;
 
-    // S = Q K^T for the key tile in `stage`, issued (the caller waits).
-    __device__ __forceinline__ void issue_scores(float (&s)[1][Traits::kSTiles][4], int stage) const {
+    // The first query row of this warp's 16 in a work item starting at row0.
+    __device__ __forceinline__ int64_t warp_row0(int64_t row0) const { return row0 + group * 64 + (thread / 32 % 4) * 16; }
+
+    // S = Q K^T for the key tile in `stage` and the Q in `q_slot`, issued (the caller waits).
+    __device__ __forceinline__ void issue_scores(float (&s)[1][Traits::kSTiles][4], int stage, uint32_t q_slot) const {
         float(&flat)[kBlockN / 2] = reinterpret_cast<float(&)[kBlockN / 2]>(s);
+        const uint32_t q_slot_base = q_base + q_slot * Traits::QTile::kBytes;
         const uint32_t k_base = ptx::smem_address(shared) + Traits::kKOffset + stage * KVTile::kBytes;
         wgmma_fence();
 #pragma unroll
         for (int k_step = 0; k_step < Traits::kHeadDim / 16; ++k_step)
-            Wgmma<kBlockN, Element>::ss(flat, Traits::QTile::k_major(q_base, 0, k_step),
+            Wgmma<kBlockN, Element>::ss(flat, Traits::QTile::k_major(q_slot_base, 0, k_step),
                                         KVTile::k_major(k_base, 0, k_step), k_step > 0);
         wgmma_commit();
     }
@@ -283,6 +309,49 @@ struct Consumer {
     }
 
     __device__ __forceinline__ void release(uint64_t& empty) const { warp_arrive(&empty, lane); }
+
+    // This thread's rows of a work item: O / rowsum and lse (zeros and -inf for a row that saw no key).
+    __device__ __forceinline__ void write_rows(const AttnParams& params, const tile::QueryTileBlock& work,
+                                               const float (&o)[Traits::kOTiles][4], const float (&row_max)[2],
+                                               const float (&row_sum)[2]) const {
+        float* lse = static_cast<float*>(params.lse.data);
+        // One row pointer and compile-time offsets per store: per-column addresses would be kept
+        // in registers across the main loop.
+        const int column0 = (lane % 4) * 2;
+        const int columns_left = static_cast<int>(params.head_dim) - column0;
+#pragma unroll
+        for (int half = 0; half < 2; ++half) {
+            const RowEnd end = finish_row(row_max[half], row_sum[half], params.scale);
+            const int64_t row = warp_row0(work.row0) + lane / 4 + half * 8;
+            if (row >= params.seqlen_q) continue;
+            Element* o_row =
+                static_cast<Element*>(params.o.data) + params.o.offset(work.batch, work.head, row) + column0;
+#pragma unroll
+            for (int ot = 0; ot < Traits::kOTiles; ++ot) {
+                if (ot * 8 < columns_left)
+                    *reinterpret_cast<uint32_t*>(o_row + ot * 8) =
+                        ptx::pack2<Element>(o[ot][half * 2] * end.inverse, o[ot][half * 2 + 1] * end.inverse);
+            }
+            if (lse != nullptr && lane % 4 == 0) lse[params.lse.offset(work.batch, work.head, row)] = end.lse;
+        }
+    }
+
+    // The end of the work item of `item_round` once its last P V has landed: a masked tile's
+    // non-finite values added back (clean_values), then the rows written and the work slot freed.
+    __device__ __forceinline__ void finish_item(const AttnParams& params, uint32_t item_round,
+                                                ForwardAccumulators<Traits>& acc, const float (&row_max)[2],
+                                                const float (&row_sum)[2], bool nonfinite_values) const {
+        const tile::QueryTileBlock work = barriers.work_slots[item_round % kWorkSlots].work;
+        if (nonfinite_values) {
+            const Element* v =
+                static_cast<const Element*>(params.v.data) + params.v.offset(work.batch, work.kv_head, 0);
+            add_nonfinite_values<Traits>(acc, v, params.v.row_stride, params.mask.block_key_begin(work.row0),
+                                         params.mask.block_key_end(work.row0 + work.rows),
+                                         static_cast<int>(params.head_dim), params.mask, warp_row0(work.row0), lane);
+        }
+        write_rows(params, work, acc.o[0], row_max, row_sum);
+        release(barriers.work_free[item_round % kWorkSlots]);
+    }
 };
 
 template <class Traits>
@@ -319,8 +388,11 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
     if (threadIdx.x == 0) {
         constexpr uint32_t kConsumerWarps = Traits::kConsumerThreads / 32;
         constexpr uint32_t kCleanerWarps = Traits::kCleanerWarps;
-        mbarrier_init(&barriers.q_full, 1);
-        mbarrier_init(&barriers.q_empty, kConsumerWarps + kCleanerWarps);
+        for (int slot = 0; slot < kWorkSlots; ++slot) mbarrier_init(&barriers.work_free[slot], kConsumerWarps + kCleanerWarps);
+        for (int slot = 0; slot < 2; ++slot) {
+            mbarrier_init(&barriers.q_full[slot], 1);
+            mbarrier_init(&barriers.q_empty[slot], kConsumerWarps);
+        }
         for (int stage = 0; stage < kStages; ++stage) {
             mbarrier_init(&barriers.key_full[stage], 1);
             mbarrier_init(&barriers.value_full[stage], 1);
@@ -345,69 +417,132 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
     const int group = warpgroup - 1;
     const Consumer<Traits> consumer{barriers, shared, group, ptx::smem_address(shared) + group * 64 * 128,
                                     static_cast<int>(threadIdx.x) - 128, static_cast<int>(threadIdx.x) % 32};
-    const int lane = consumer.lane;
-    const int head_dim = static_cast<int>(params.head_dim);
-    float* lse = static_cast<float*>(params.lse.data);
     consumer.start_turns();
-    const int64_t items = work_items(params, Traits::kBlockM);
     uint32_t iteration = 0;  // key tiles over all work items: the stage ring's position
-    for (uint32_t item_round = 0;; ++item_round) {
-        mbarrier_wait(&barriers.q_full, item_round & 1);
-        const int64_t item = barriers.next_item;
-        if (item >= items) break;
-        const tile::QueryTileBlock work = tile::query_tile_block<Traits::kBlockM, kBlockN>(params, item);
-        const int64_t warp_row0 = work.row0 + group * 64 + (consumer.thread / 32 % 4) * 16;
-        const int64_t last_tile = work.first_key_tile + work.key_tiles - 1;
+    // The current work item as the loop uses it. Key tiles fit int (TMA coordinates are int):
+    // int64 bookkeeping would cost the loop registers it does not have.
+    int64_t row0 = 0;
+    int rows = 0;
+    int last_key_tile = 0;
+    int key_tiles = 0;
 
-        ForwardAccumulators<Traits> acc;
-        float(&o)[Traits::kHeadDim / 2] = reinterpret_cast<float(&)[Traits::kHeadDim / 2]>(acc.o);
-#pragma unroll
-        for (int i = 0; i < Traits::kHeadDim / 2; ++i) o[i] = 0.0f;
+    ForwardAccumulators<Traits> acc;
+    float(&o)[Traits::kHeadDim / 2] = reinterpret_cast<float(&)[Traits::kHeadDim / 2]>(acc.o);
+    const auto start_rows = [&] {
 #pragma unroll
         for (int half = 0; half < 2; ++half) {
             acc.row_max[0][half] = -INFINITY;
             acc.row_sum[0][half] = 0.0f;
         }
-        bool nonfinite_values = false;  // a masked tile's V held a NaN or infinity
+    };
+    bool nonfinite_values = false;  // a masked tile of the item whose P V runs held a NaN or infinity in V
 
-        if (work.key_tiles == 0) consumer.release(barriers.q_empty);
-        // Software pipeline over the key tiles: tile i's S = Q K^T is issued with tile i - 1's P V,
-        // and tile i's softmax runs while that P V is in flight; O is rescaled after it lands.
-        // Tile 0 is peeled off so the loop's wgmma waits are the same on every pass (ptxas
-        // serializes the pipeline otherwise).
-        uint32_t p[kBlockN / 16][4];
-        bool previous_masked = false;
-        int previous_stage = 0;
-        // Tile i's S, after its wgmmas completed: releases K (and Q after the last tile), masks it
-        // and runs the softmax's first step. Returns {masked, O needs rescaling}.
-        const auto softmax_scores = [&](int64_t i, int stage, float(&s)[1][Traits::kSTiles][4],
-                                        float(&corrections)[1][2]) {
-            fence_accumulators(reinterpret_cast<float(&)[kBlockN / 2]>(s));
-            consumer.release(barriers.key_empty[stage]);
-            if (i == work.key_tiles - 1) consumer.release(barriers.q_empty);
-            const int64_t key0 = (last_tile - i) * kBlockN;
-            const bool masked = tile_masked<Traits>(params, work, key0);
-            if (masked) mask_scores<Traits>(s, params.mask, warp_row0, key0, lane);
-            const bool rescale = softmax_update<Traits>(s, acc, params.scale_log2, corrections);
-            return std::pair<bool, bool>{masked, rescale};
-        };
-        const auto finish_previous_values = [&] {
-            wgmma_wait<0>();
-            fence_accumulators(o);
-            keep_operands(p);
-            consumer.release(barriers.value_empty[previous_stage]);
-        };
-        const auto prepare_previous_values = [&] {
-            nonfinite_values |=
-                consumer.prepare_values(previous_stage, ((iteration - 1) / kStages) & 1, previous_masked);
-        };
-        if (work.key_tiles > 0) {
+    // Software pipeline over the key tiles of all the block's work items: tile i's S = Q K^T is
+    // issued with tile i - 1's P V, and tile i's softmax runs while that P V is in flight; O is
+    // rescaled after it lands. An item's first tile takes that place after the previous item's
+    // last one, whose rows are written once its P V has landed. The block's first tile is peeled
+    // off so the loop's wgmma waits are the same on every pass (ptxas serializes the pipeline
+    // otherwise).
+    uint32_t p[kBlockN / 16][4];
+    bool previous_masked = false;
+    int previous_stage = 0;
+    uint32_t q_slot = 0;
+    // Tile i's S, after its wgmmas completed: releases K (and Q after the item's last tile), masks
+    // it and runs the softmax's first step. Returns {masked, O needs rescaling}.
+    const auto softmax_scores = [&](int i, int stage, float(&s)[1][Traits::kSTiles][4],
+                                    float(&corrections)[1][2]) {
+        fence_accumulators(reinterpret_cast<float(&)[kBlockN / 2]>(s));
+        consumer.release(barriers.key_empty[stage]);
+        if (i == key_tiles - 1) consumer.release(barriers.q_empty[q_slot]);
+        const int64_t key0 = static_cast<int64_t>(last_key_tile - i) * kBlockN;
+        const bool masked = tile_masked<Traits>(params, row0, rows, key0);
+        if (masked) mask_scores<Traits>(s, params.mask, consumer.warp_row0(row0), key0, consumer.lane);
+        const bool rescale = softmax_update<Traits>(s, acc, params.scale_log2, corrections);
+        return std::pair<bool, bool>{masked, rescale};
+    };
+    const auto finish_previous_values = [&] {
+        wgmma_wait<0>();
+        fence_accumulators(o);
+        keep_operands(p);
+        consumer.release(barriers.value_empty[previous_stage]);
+    };
+    const auto prepare_previous_values = [&] {
+        nonfinite_values |=
+            consumer.prepare_values(previous_stage, ((iteration - 1) / kStages) & 1, previous_masked);
+    };
+    // One pass: tile i's S = Q K^T with the previous tile's P V. At an item's start (kItemStart)
+    // the previous tile is the last of the item of `finished_round`, whose rows are written once
+    // it has landed.
+    const auto pipelined_step = [&](int i, auto item_start, uint32_t finished_round) {
+        constexpr bool kItemStart = decltype(item_start)::value;
+        const int stage = static_cast<int>(iteration % kStages);
+        float s[1][Traits::kSTiles][4];
+        float corrections[1][2];
+        mbarrier_wait(&barriers.key_full[stage], (iteration / kStages) & 1);
+        prepare_previous_values();
+        consumer.take_turn();
+        consumer.issue_scores(s, stage, q_slot);
+        consumer.issue_values(o, p, previous_stage);
+        consumer.pass_turn();
+        wgmma_wait<1>();
+        float finished_max[2], finished_sum[2];  // the finished item's row state; the new item starts afresh
+        if constexpr (kItemStart) {
+#pragma unroll
+            for (int half = 0; half < 2; ++half) {
+                finished_max[half] = acc.row_max[0][half];
+                finished_sum[half] = acc.row_sum[0][half];
+            }
+            start_rows();
+        }
+        const auto [masked, rescale] = softmax_scores(i, stage, s, corrections);
+        finish_previous_values();
+        if constexpr (kItemStart) {
+            scores_to_operand<Traits>(p, s);
+            consumer.finish_item(params, finished_round, acc, finished_max, finished_sum, nonfinite_values);
+            nonfinite_values = false;
+#pragma unroll
+            for (int j = 0; j < Traits::kHeadDim / 2; ++j) o[j] = 0.0f;
+        } else {
+            if (rescale) rescale_output<Traits>(acc, corrections);
+            scores_to_operand<Traits>(p, s);
+        }
+        previous_masked = masked;
+        previous_stage = stage;
+        ++iteration;
+    };
+
+    constexpr uint32_t kNone = 0xffffffffu;
+    uint32_t pending_round = kNone;  // the round of the item whose last P V is still to be issued
+    for (uint32_t item_round = 0;; ++item_round) {
+        q_slot = item_round % 2;
+        mbarrier_wait(&barriers.q_full[q_slot], (item_round / 2) & 1);
+        const WorkSlot& described = barriers.work_slots[item_round % kWorkSlots];
+        if (described.item < 0) break;
+        if (described.work.key_tiles == 0) {  // rows before a window, or no keys at all: zeros and -inf
+            consumer.release(barriers.q_empty[q_slot]);
+            const float zeros[Traits::kOTiles][4] = {};
+            const float no_max[2] = {-INFINITY, -INFINITY};
+            const float no_sum[2] = {0.0f, 0.0f};
+            consumer.write_rows(params, described.work, zeros, no_max, no_sum);
+            consumer.release(barriers.work_free[item_round % kWorkSlots]);
+            continue;
+        }
+        row0 = described.work.row0;
+        rows = described.work.rows;
+        key_tiles = static_cast<int>(described.work.key_tiles);
+        last_key_tile = static_cast<int>(described.work.first_key_tile) + key_tiles - 1;
+        if (pending_round != kNone) {
+            pipelined_step(0, std::true_type{}, pending_round);
+        } else {  // the block's first tile
             const int stage = static_cast<int>(iteration % kStages);
             float s[1][Traits::kSTiles][4];
             float corrections[1][2];  // O is still 0: nothing to rescale
+#pragma unroll
+            for (int j = 0; j < Traits::kHeadDim / 2; ++j) o[j] = 0.0f;
+            start_rows();
             mbarrier_wait(&barriers.key_full[stage], (iteration / kStages) & 1);
             consumer.take_turn();
-            consumer.issue_scores(s, stage);
+            consumer.issue_scores(s, stage, q_slot);
             consumer.pass_turn();
             wgmma_wait<0>();
             previous_masked = softmax_scores(0, stage, s, corrections).first;
@@ -415,55 +550,16 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
             previous_stage = stage;
             ++iteration;
         }
-        for (int64_t i = 1; i < work.key_tiles; ++i, ++iteration) {
-            const int stage = static_cast<int>(iteration % kStages);
-            float s[1][Traits::kSTiles][4];
-            float corrections[1][2];
-            mbarrier_wait(&barriers.key_full[stage], (iteration / kStages) & 1);
-            prepare_previous_values();
-            consumer.take_turn();
-            consumer.issue_scores(s, stage);
-            consumer.issue_values(o, p, previous_stage);
-            consumer.pass_turn();
-            wgmma_wait<1>();
-            const auto [masked, rescale] = softmax_scores(i, stage, s, corrections);
-            finish_previous_values();
-            if (rescale) rescale_output<Traits>(acc, corrections);
-            scores_to_operand<Traits>(p, s);
-            previous_masked = masked;
-            previous_stage = stage;
-        }
-        if (work.key_tiles > 0) {
-            prepare_previous_values();
-            consumer.take_turn();
-            consumer.issue_values(o, p, previous_stage);
-            consumer.pass_turn();
-            finish_previous_values();
-        }
-
-        if (nonfinite_values) {
-            const Element* v =
-                static_cast<const Element*>(params.v.data) + params.v.offset(work.batch, work.kv_head, 0);
-            add_nonfinite_values<Traits>(acc, v, params.v.row_stride, params.mask.block_key_begin(work.row0),
-                                         params.mask.block_key_end(work.row0 + work.rows), head_dim, params.mask,
-                                         warp_row0, lane);
-        }
-#pragma unroll
-        for (int half = 0; half < 2; ++half) {
-            const RowEnd end = finish_row(acc.row_max[0][half], acc.row_sum[0][half], params.scale);
-            const int64_t row = warp_row0 + lane / 4 + half * 8;
-            if (row >= params.seqlen_q) continue;
-            Element* o_row = static_cast<Element*>(params.o.data) + params.o.offset(work.batch, work.head, row);
-#pragma unroll
-            for (int ot = 0; ot < Traits::kOTiles; ++ot) {
-                const int col = ot * 8 + (lane % 4) * 2;
-                if (col < head_dim)
-                    *reinterpret_cast<uint32_t*>(o_row + col) = ptx::pack2<Element>(
-                        acc.o[0][ot][half * 2] * end.inverse, acc.o[0][ot][half * 2 + 1] * end.inverse);
-            }
-            if (lse != nullptr && lane % 4 == 0) lse[params.lse.offset(work.batch, work.head, row)] = end.lse;
-        }
+        pending_round = item_round;
+        for (int i = 1; i < key_tiles; ++i) pipelined_step(i, std::false_type{}, item_round);
     }
+    if (pending_round == kNone) return;
+    prepare_previous_values();
+    consumer.take_turn();
+    consumer.issue_values(o, p, previous_stage);
+    consumer.pass_turn();
+    finish_previous_values();
+    consumer.finish_item(params, pending_round, acc, acc.row_max[0], acc.row_sum[0], nonfinite_values);
 #endif
 }
 
