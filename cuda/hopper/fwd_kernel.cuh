@@ -68,7 +68,8 @@ namespace fattn::cuda::sm90 {
 // The producer describes each work item once, in a ring of kWorkSlots (item_round % kWorkSlots):
 // its number and tiling, read by the consumers and cleaners instead of each recomputing it
 // (64-bit divisions on the consumers' path between items). A slot is free again
-// once every consumer warp has written the item's rows and every cleaner warp has read it.
+// once every consumer warp has written the item's rows (the cleaners read it before they release
+// the item's Q slot, which the producer needs before it can describe the slot's next item).
 struct WorkSlot {
     int64_t item;  // -1: no more work
     tile::QueryTileBlock work;
@@ -80,9 +81,13 @@ constexpr int kWorkSlots = 4;
 template <int kStages, int kCleanerWarps>
 struct ForwardBarriers {
     WorkSlot work_slots[kWorkSlots];
-    uint64_t work_free[kWorkSlots];  // one arrival per consumer warp and per cleaner warp
+    uint64_t work_free[kWorkSlots];  // one arrival per consumer warp
     uint64_t q_full[2];              // also publishes the item's work slot
-    uint64_t q_empty[2];             // one arrival per consumer warp after its last Q K^T of a work item
+    // One arrival per consumer warp after its last Q K^T of a work item, and per cleaner warp once
+    // it has read the work slot: the cleaners run behind the consumers, and without theirs the
+    // producer could complete q_full twice more (two more items' Q) before a cleaner waits on it,
+    // and a parity wait cannot tell that from none.
+    uint64_t q_empty[2];
     uint64_t key_full[kStages];
     uint64_t key_empty[kStages];  // one arrival per consumer warp
     uint64_t value_full[kStages];
@@ -221,7 +226,7 @@ __device__ __forceinline__ void clean_values(typename Traits::Barriers& barriers
         const WorkSlot& described = barriers.work_slots[item_round % kWorkSlots];
         if (described.item < 0) return;
         const tile::QueryTileBlock work = described.work;
-        warp_arrive(&barriers.work_free[item_round % kWorkSlots], lane);
+        warp_arrive(&barriers.q_empty[item_round % 2], lane);
         const int64_t last_tile = work.first_key_tile + work.key_tiles - 1;
         for (int64_t i = 0; i < work.key_tiles; ++i, ++iteration) {
             const int stage = static_cast<int>(iteration % Traits::kStages);
@@ -388,10 +393,10 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
     if (threadIdx.x == 0) {
         constexpr uint32_t kConsumerWarps = Traits::kConsumerThreads / 32;
         constexpr uint32_t kCleanerWarps = Traits::kCleanerWarps;
-        for (int slot = 0; slot < kWorkSlots; ++slot) mbarrier_init(&barriers.work_free[slot], kConsumerWarps + kCleanerWarps);
+        for (int slot = 0; slot < kWorkSlots; ++slot) mbarrier_init(&barriers.work_free[slot], kConsumerWarps);
         for (int slot = 0; slot < 2; ++slot) {
             mbarrier_init(&barriers.q_full[slot], 1);
-            mbarrier_init(&barriers.q_empty[slot], kConsumerWarps);
+            mbarrier_init(&barriers.q_empty[slot], kConsumerWarps + kCleanerWarps);
         }
         for (int stage = 0; stage < kStages; ++stage) {
             mbarrier_init(&barriers.key_full[stage], 1);
