@@ -41,7 +41,8 @@ __device__ __forceinline__ void mask_scores(float (&s)[Traits::kMTiles][Traits::
             const int column0 = (lane % 4) * 2;
             const int begin =
                 static_cast<int>(std::clamp<int64_t>(mask.key_begin(row) - key0, 0, Traits::kBlockN)) - column0;
-            const int end = static_cast<int>(std::clamp<int64_t>(mask.key_end(row) - key0, 0, Traits::kBlockN)) - column0;
+            const int end =
+                static_cast<int>(std::clamp<int64_t>(mask.key_end(row) - key0, 0, Traits::kBlockN)) - column0;
 #pragma unroll
             for (int nt = 0; nt < Traits::kSTiles; ++nt) {
 #pragma unroll

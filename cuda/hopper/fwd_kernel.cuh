@@ -66,12 +66,12 @@
 namespace fattn::cuda::sm90 {
 
 // The producer describes each work item once, in a ring of kWorkSlots (item_round % kWorkSlots):
-// its number and tiling, read by the consumers and cleaners instead of each recomputing it
-// (64-bit divisions on the consumers' path between items). A slot is free again
+// its tiling, read by the consumers and cleaners instead of each recomputing it (64-bit divisions
+// on the consumers' path between items), or that the block's work is done. A slot is free again
 // once every consumer warp has written the item's rows (the cleaners read it before they release
 // the item's Q slot, which the producer needs before it can describe the slot's next item).
 struct WorkSlot {
-    int64_t item;  // -1: no more work
+    bool done;  // no more items; `work` is unset
     tile::QueryTileBlock work;
 };
 constexpr int kWorkSlots = 4;
@@ -146,8 +146,8 @@ FATTN_HOST_DEVICE int64_t work_items(const AttnParams& params, int block_rows) {
 // then claims gridDim.x + atomicAdd(next_item_counter, 1), so blocks that drew short (masked)
 // items take more of them and the longest items, numbered first, start first. For each item:
 // describe it in its work slot and hand that to the consumers with Q (q_full), then K and V of
-// every visible key tile, last tile first. `iteration` counts key tiles over all items, so the stage ring runs
-// on across items and the next item's tiles load during this one's end.
+// every visible key tile, last tile first. `iteration` counts key tiles over all items, so the
+// stage ring runs on across items and the next item's tiles load during this one's end.
 template <class Traits>
 __device__ __forceinline__ void produce_tiles(typename Traits::Barriers& barriers, unsigned char* shared,
                                               const AttnParams& params, int* next_item_counter,
@@ -165,8 +165,8 @@ __device__ __forceinline__ void produce_tiles(typename Traits::Barriers& barrier
         const uint32_t slot = item_round % 2;
         WorkSlot& described = barriers.work_slots[item_round % kWorkSlots];
         mbarrier_wait(&barriers.work_free[item_round % kWorkSlots], ((item_round / kWorkSlots) & 1) ^ 1);
-        described.item = item < items ? item : -1;  // published by the arrive on q_full
-        if (item >= items) {
+        described.done = item >= items;  // the slot is published by the arrive on q_full
+        if (described.done) {
             mbarrier_arrive(&barriers.q_full[slot]);
             return;
         }
@@ -224,7 +224,7 @@ __device__ __forceinline__ void clean_values(typename Traits::Barriers& barriers
     for (uint32_t item_round = 0;; ++item_round) {
         mbarrier_wait(&barriers.q_full[item_round % 2], (item_round / 2) & 1);
         const WorkSlot& described = barriers.work_slots[item_round % kWorkSlots];
-        if (described.item < 0) return;
+        if (described.done) return;
         const tile::QueryTileBlock work = described.work;
         warp_arrive(&barriers.q_empty[item_round % 2], lane);
         const int64_t last_tile = work.first_key_tile + work.key_tiles - 1;
@@ -262,7 +262,9 @@ struct Consumer {
     int lane;
 
     // The first query row of this warp's 16 in a work item starting at row0.
-    __device__ __forceinline__ int64_t warp_row0(int64_t row0) const { return row0 + group * 64 + (thread / 32 % 4) * 16; }
+    __device__ __forceinline__ int64_t warp_row0(int64_t row0) const {
+        return row0 + group * 64 + (thread / 32 % 4) * 16;
+    }
 
     // S = Q K^T for the key tile in `stage` and the Q in `q_slot`, issued (the caller waits).
     __device__ __forceinline__ void issue_scores(float (&s)[1][Traits::kSTiles][4], int stage, uint32_t q_slot) const {
@@ -433,6 +435,10 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
 
     ForwardAccumulators<Traits> acc;
     float(&o)[Traits::kHeadDim / 2] = reinterpret_cast<float(&)[Traits::kHeadDim / 2]>(acc.o);
+    const auto clear_output = [&] {
+#pragma unroll
+        for (int j = 0; j < Traits::kHeadDim / 2; ++j) o[j] = 0.0f;
+    };
     const auto start_rows = [&] {
 #pragma unroll
         for (int half = 0; half < 2; ++half) {
@@ -505,8 +511,7 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
             scores_to_operand<Traits>(p, s);
             consumer.finish_item(params, finished_round, acc, finished_max, finished_sum, nonfinite_values);
             nonfinite_values = false;
-#pragma unroll
-            for (int j = 0; j < Traits::kHeadDim / 2; ++j) o[j] = 0.0f;
+            clear_output();
         } else {
             if (rescale) rescale_output<Traits>(acc, corrections);
             scores_to_operand<Traits>(p, s);
@@ -522,7 +527,7 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
         q_slot = item_round % 2;
         mbarrier_wait(&barriers.q_full[q_slot], (item_round / 2) & 1);
         const WorkSlot& described = barriers.work_slots[item_round % kWorkSlots];
-        if (described.item < 0) break;
+        if (described.done) break;
         if (described.work.key_tiles == 0) {  // rows before a window, or no keys at all: zeros and -inf
             consumer.release(barriers.q_empty[q_slot]);
             const float zeros[Traits::kOTiles][4] = {};
@@ -542,8 +547,7 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
             const int stage = static_cast<int>(iteration % kStages);
             float s[1][Traits::kSTiles][4];
             float corrections[1][2];  // O is still 0: nothing to rescale
-#pragma unroll
-            for (int j = 0; j < Traits::kHeadDim / 2; ++j) o[j] = 0.0f;
+            clear_output();
             start_rows();
             mbarrier_wait(&barriers.key_full[stage], (iteration / kStages) & 1);
             consumer.take_turn();
