@@ -9,8 +9,8 @@
 // rows x C columns of 16-bit elements (C a multiple of 64) is stored as C / 64 column blocks of
 // R rows x 128 bytes each, every 8 rows (1024 bytes, aligned to 1024) one swizzle atom in which
 // the 16-byte chunks of row r are permuted by XOR with r % 8 (fp32 tiles: 32 columns per block).
-// TMA writes this layout from a plain
-// row-major global tensor; wgmma reads it through a matrix descriptor (SwizzledTile below).
+// TMA writes this layout from a plain row-major global tensor; wgmma reads it through a matrix
+// descriptor (SwizzledTile below).
 #pragma once
 
 #include <cuda.h>

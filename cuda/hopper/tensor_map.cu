@@ -61,8 +61,8 @@ CUtensorMap make_tile_map(const TensorExtent& tensor, DType dtype, int box_rows)
     const cuuint32_t element_strides[4] = {1, 1, 1, 1};
     CUtensorMap map{};
     const CUresult status = encoder()(
-        &map, type, 4, view.data, dims, strides, box, element_strides, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
-        CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+        &map, type, 4, view.data, dims, strides, box, element_strides, CU_TENSOR_MAP_INTERLEAVE_NONE,
+        CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
     if (status != CUDA_SUCCESS)
         fail(FATTN_ERROR_BACKEND, "cuTensorMapEncodeTiled refused a tensor of shape [", tensor.batch, ", ",
              tensor.heads, ", ", tensor.rows, ", ", tensor.columns, "] with strides [", view.batch_stride, ", ",
