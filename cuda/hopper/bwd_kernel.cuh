@@ -16,7 +16,9 @@
 //             registers as the A operands of dV and dK:
 //               S^T  = K_c Q^T     dP^T = V_c dO^T       wgmma SS m64n{kBlockM}k16, K-major
 //               P^T  = exp2(S^T * scale_log2 - lse_log2),  dS^T = P^T * (dP^T - delta)
-//                      (masked elements set to exact zeros; straddling tiles only)
+//                      (masked elements set to exact zeros; straddling tiles only). P^T is
+//                      computed while dP^T is in flight; at kBlockM 64 dV is issued before dS^T
+//                      is computed, so that dS^T overlaps it (kDvBeforeDs)
 //               dV_c += P^T dO     dK_c += dS^T Q        wgmma RS m64n{kHeadDim}k16, B MN-major
 //               dS^T -> shared memory (double-buffered), named barrier between the groups
 //               dQ   += dS K       wgmma SS m64n64k16, A (dS^T) and B (K) MN-major; each group
@@ -41,8 +43,8 @@
 // Tile sizes and resources (2 stages; ptxas -v, nvcc 13.0, sm_90a; 168 registers at entry,
 // consumers raised to 240):
 //   kHeadDim   kBlockN x kBlockM   threads   shared memory   spills (ptxas)
-//   64         128 x 128           384       195 KB          12 bytes
-//   128        128 x 64            384       194 KB          36 bytes
+//   64         128 x 128           384       195 KB          4 bytes
+//   128        128 x 64            384       194 KB          28 bytes
 // kBlockM is 128 at kHeadDim 64 (S^T, dP^T 64 fp32 registers each, dK, dV 32 each) and 64 at 128
 // (dK, dV 64 each), the most that fits 240 registers per thread.
 #pragma once
@@ -50,6 +52,7 @@
 #include <cuda.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cstdint>
 
 #include "../bwd_kernel.cuh"  // the sm_80 backward (this file shares its name)
@@ -82,6 +85,13 @@ struct BackwardTraits {
     static constexpr int kStages = 2;
     static constexpr int kProducerRegisters = 24;
     static constexpr int kConsumerRegisters = 240;
+    // dV += P^T dO issued before dS^T is computed, so the two overlap: at kBlockM 64. At 128 the
+    // fp32 P^T and dP^T with the packed P^T exceed 240 registers, so dV waits for dS^T.
+    static constexpr bool kDvBeforeDs = kBlockM == 64;
+    // The step's lse_log2 rows read from shared memory before its products are issued (and delta
+    // before dP^T is awaited), so that the reads do not queue behind the products' operand reads:
+    // at kBlockM 64. At 128 their 32 + 32 registers would spill; they are read after the waits.
+    static constexpr bool kRowStatsEarly = kBlockM == 64;
     // dQ = dS K (kBlockM x kHeadDim) as one 64 x 64 tile per consumer group.
     static constexpr bool kDqSplitRows = kBlockM == 128;
     static_assert((kDqSplitRows ? kHeadDim : kBlockM) == 64 && (kDqSplitRows ? kBlockM : kHeadDim) == 128,
@@ -267,13 +277,10 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
     const int group_thread = consumer_thread % 128;
     const int lane = static_cast<int>(threadIdx.x) % 32;
     const int group_key0 = consumer * Traits::kGroupKeys;
-    const uint32_t base = ptx::smem_address(shared);
-    const uint32_t k_base = base + Traits::kKOffset;
-    const uint32_t v_base = base + Traits::kVOffset;
+    const uint32_t shared_base = ptx::smem_address(shared);
     // This group's 64 x 64 tile of dQ: its rows within the step's query tile, its columns.
     const int dq_row0 = Traits::kDqSplitRows ? consumer * 64 : 0;
     const int dq_col0 = Traits::kDqSplitRows ? 0 : consumer * 64;
-    const uint32_t dq_k_base = k_base + (Traits::kDqSplitRows ? 0 : consumer * KVTile::kBlockBytes);
     const uint32_t dq_ds_offset = Traits::kDqSplitRows ? consumer * DsTile::kBlockBytes : 0;
     unsigned char* const dq_tile = shared + Traits::kDqOffset + consumer * DqTile::kBytes;
     // This thread's first accumulator row within its group's 64 (the wgmma m64 layout; the second
@@ -305,6 +312,12 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
         const uint32_t phase = static_cast<uint32_t>(step / kStages) & 1;
         const int64_t row0 = walk.row0;
         const int rows = static_cast<int>(params.seqlen_q - row0 < kBlockM ? params.seqlen_q - row0 : kBlockM);
+        // Shared addresses from a base the compiler cannot see through, so that the wgmma
+        // descriptors are derived inside the step: hoisted out of the loop they would hold ~20
+        // registers, spilled and reloaded every step.
+        const uint32_t base = opaque(shared_base);
+        const uint32_t k_base = base + Traits::kKOffset;
+        const uint32_t v_base = base + Traits::kVOffset;
         const uint32_t q_stage = base + Traits::kQOffset + stage * QTile::kBytes;
         const uint32_t dout_stage = base + Traits::kDoutOffset + stage * QTile::kBytes;
         // The same decision in both groups (the step's rows x the block's keys).
@@ -316,6 +329,22 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
                 shared + Traits::kQOffset + stage * QTile::kBytes, consumer_thread);
             named_barrier_sync(kCleanBarrier, Traits::kConsumerThreads);
         }
+
+        const auto* lse_log2 =
+            reinterpret_cast<const float2*>(shared + Traits::kLseOffset + stage * Traits::kRowStatBytes);
+        const auto* delta =
+            reinterpret_cast<const float2*>(shared + Traits::kDeltaOffset + stage * Traits::kRowStatBytes);
+        float2 row_lse_log2[kBlockM / 8];
+        const auto load_lse = [&] {
+#pragma unroll
+            for (int t = 0; t < kBlockM / 8; ++t) row_lse_log2[t] = lse_log2[t * 4 + lane % 4];
+        };
+        float2 row_delta[kBlockM / 8];
+        const auto load_delta = [&] {
+#pragma unroll
+            for (int t = 0; t < kBlockM / 8; ++t) row_delta[t] = delta[t * 4 + lane % 4];
+        };
+        if constexpr (Traits::kRowStatsEarly) load_lse();
 
         // S^T and dP^T: this group's 64 keys x the step's kBlockM queries, [8-query tile][4].
         float s[kBlockM / 8][4];
@@ -333,49 +362,82 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
             Wgmma<kBlockM, Element>::ss(dp_flat, KVTile::k_major(v_base, group_key0, k_step),
                                         QTile::k_major(dout_stage, 0, k_step), k_step > 0);
         wgmma_commit();
-        wgmma_wait<0>();
-        fence_accumulators(s_flat);
-        fence_accumulators(dp_flat);
 
-        // Element (key g [+8], query 2t [+1]) of each 8-query tile: P^T and dS^T in place.
-        const auto* lse_log2 =
-            reinterpret_cast<const float2*>(shared + Traits::kLseOffset + stage * Traits::kRowStatBytes);
-        const auto* delta =
-            reinterpret_cast<const float2*>(shared + Traits::kDeltaOffset + stage * Traits::kRowStatBytes);
-#pragma unroll
-        for (int t = 0; t < kBlockM / 8; ++t) {
-            const float2 row_lse_log2 = lse_log2[t * 4 + lane % 4];
-            const float2 row_delta = delta[t * 4 + lane % 4];
+        // Element (key g [+8], query 2t [+1]) of each 8-query tile is s[t][h * 2 + e].
+        // zero_hidden(values) sets the invisible ones to exact zeros on a masked step: each of the
+        // thread's two keys sees the queries [query_begin, query_end) (none past seqlen_k), taken
+        // relative to the thread's first query so that each element compares a constant, 8t + e.
+        const auto zero_hidden = [&](float(&values)[kBlockM / 8][4]) {
+            const int64_t first_query = row0 + (lane % 4) * 2;
 #pragma unroll
             for (int h = 0; h < 2; ++h) {
-                probability_and_gradient(s[t][h * 2], dp[t][h * 2], row_lse_log2.x, row_delta.x, params.scale_log2);
-                probability_and_gradient(s[t][h * 2 + 1], dp[t][h * 2 + 1], row_lse_log2.y, row_delta.y,
-                                         params.scale_log2);
+                const int64_t key = key0 + group_key0 + fragment_row + h * 8;
+                const int begin = static_cast<int>(std::clamp<int64_t>(mask.query_begin(key) - first_query, 0, kBlockM));
+                const int end = key < params.seqlen_k ? static_cast<int>(std::clamp<int64_t>(
+                                                            mask.query_end(key) - first_query, 0, kBlockM))
+                                                      : 0;
+#pragma unroll
+                for (int t = 0; t < kBlockM / 8; ++t)
+#pragma unroll
+                    for (int e = 0; e < 2; ++e)
+                        if (t * 8 + e < begin || t * 8 + e >= end) values[t][h * 2 + e] = 0.0f;
             }
-        }
-        if (masked) {
+        };
+        // P^T = exp2(S^T * scale_log2 - lse_log2) in place, while dP^T is in flight. A row with
+        // lse_log2 = +inf (no visible key, or padding) gets P = 0; masked elements are set to
+        // exact zeros, as their row's lse may be NaN (a row that reads a NaN).
+        wgmma_wait<1>();
+        fence_accumulators(s_flat);
+        if constexpr (!Traits::kRowStatsEarly) load_lse();
 #pragma unroll
-            for (int t = 0; t < kBlockM / 8; ++t) {
+        for (int t = 0; t < kBlockM / 8; ++t)
 #pragma unroll
-                for (int e = 0; e < 2; ++e) {
-                    const int2 range = visible_keys<kBlockN>(mask, row0 + t * 8 + (lane % 4) * 2 + e, key0);
+            for (int e = 0; e < 2; ++e)
 #pragma unroll
-                    for (int h = 0; h < 2; ++h) {
-                        const int key = group_key0 + fragment_row + h * 8;
-                        if (key < range.x || key >= range.y) zero_masked(s[t][h * 2 + e], dp[t][h * 2 + e]);
-                    }
+                for (int h = 0; h < 2; ++h) {
+                    float& value = s[t][h * 2 + e];
+                    value = ptx::exp2_approx(
+                        fmaf(value, params.scale_log2, e == 0 ? -row_lse_log2[t].x : -row_lse_log2[t].y));
                 }
-            }
-        }
+        if (masked) zero_hidden(s);
 
-        // P^T and dS^T as A operands (16 queries per k step); dS^T also to shared memory for dQ.
+        // P^T as the A operand of dV += P^T dO (16 queries per k step).
         uint32_t p[kBlockM / 16][4];
+        const auto issue_dv = [&] {
+#pragma unroll
+            for (int k_step = 0; k_step < kBlockM / 16; ++k_step)
+                tile::accumulators_to_a<Element>(p[k_step], s[2 * k_step], s[2 * k_step + 1]);
+            wgmma_fence();
+#pragma unroll
+            for (int k_step = 0; k_step < kBlockM / 16; ++k_step)
+                Wgmma<kHeadDim, Element>::rs_mn(dv, p[k_step], QTile::mn_major(dout_stage, k_step));
+            wgmma_commit();
+        };
+        if constexpr (Traits::kDvBeforeDs) issue_dv();
+
+        // dS^T = P^T * (dP^T - delta) in place (exact zeros where masked, as delta may be NaN).
+        if constexpr (Traits::kRowStatsEarly) load_delta();
+        wgmma_wait<Traits::kDvBeforeDs ? 1 : 0>();
+        fence_accumulators(dp_flat);
+        if constexpr (!Traits::kRowStatsEarly) load_delta();
+#pragma unroll
+        for (int t = 0; t < kBlockM / 8; ++t)
+#pragma unroll
+            for (int e = 0; e < 2; ++e)
+#pragma unroll
+                for (int h = 0; h < 2; ++h) {
+                    float& value = dp[t][h * 2 + e];
+                    value = s[t][h * 2 + e] * (value - (e == 0 ? row_delta[t].x : row_delta[t].y));
+                }
+        if (masked) zero_hidden(dp);
+        if constexpr (!Traits::kDvBeforeDs) issue_dv();
+
+        // dS^T as the A operand of dK += dS^T Q, and to shared memory for dQ.
         uint32_t ds[kBlockM / 16][4];
         const int buffer = static_cast<int>(step % 2);
         unsigned char* ds_tile = shared + Traits::kDsOffset + buffer * DsTile::kBytes;
 #pragma unroll
         for (int k_step = 0; k_step < kBlockM / 16; ++k_step) {
-            tile::accumulators_to_a<Element>(p[k_step], s[2 * k_step], s[2 * k_step + 1]);
             tile::accumulators_to_a<Element>(ds[k_step], dp[2 * k_step], dp[2 * k_step + 1]);
 #pragma unroll
             for (int i = 0; i < 4; ++i)  // a[i]: query tile 2 * k_step + i / 2, key row g + 8 * (i % 2)
@@ -387,9 +449,6 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
         wgmma_fence();
 #pragma unroll
         for (int k_step = 0; k_step < kBlockM / 16; ++k_step)
-            Wgmma<kHeadDim, Element>::rs_mn(dv, p[k_step], QTile::mn_major(dout_stage, k_step));
-#pragma unroll
-        for (int k_step = 0; k_step < kBlockM / 16; ++k_step)
             Wgmma<kHeadDim, Element>::rs_mn(dk, ds[k_step], QTile::mn_major(q_stage, k_step));
         wgmma_commit();
 
@@ -399,7 +458,10 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
         named_barrier_sync(kDsBarrier, Traits::kConsumerThreads);  // both groups' dS^T written
         float dq[32];
         wgmma_fence();
-        const uint32_t ds_base = base + Traits::kDsOffset + buffer * DsTile::kBytes + dq_ds_offset;
+        const uint32_t dq_base = opaque(shared_base);  // as `base`: the descriptors computed here
+        const uint32_t ds_base = dq_base + Traits::kDsOffset + buffer * DsTile::kBytes + dq_ds_offset;
+        const uint32_t dq_k_base =
+            dq_base + Traits::kKOffset + (Traits::kDqSplitRows ? 0 : consumer * KVTile::kBlockBytes);
 #pragma unroll
         for (int k_step = 0; k_step < kBlockN / 16; ++k_step)
             Wgmma<64, Element>::ss_mn(dq, DsTile::mn_major(ds_base, k_step), KVTile::mn_major(dq_k_base, k_step),

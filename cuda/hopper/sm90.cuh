@@ -238,6 +238,13 @@ __device__ __forceinline__ void wgmma_wait() {
     asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(Pending) : "memory");
 }
 
+// `value`, opaque to the compiler: what a loop derives from it is computed in the loop (a few
+// integer operations) rather than hoisted out of it into registers that spill.
+__device__ __forceinline__ uint32_t opaque(uint32_t value) {
+    asm volatile("" : "+r"(value));
+    return value;
+}
+
 // Keeps the compiler from moving accesses of accumulators across a wgmma that is in flight.
 template <int N>
 __device__ __forceinline__ void fence_accumulators(float (&d)[N]) {
