@@ -221,37 +221,59 @@ __global__ void __launch_bounds__(kRowKernelThreads)
     const int64_t head = head_row - batch * params.heads_q;
     if (batch >= params.batch) return;  // the whole warp
 
-    // Two adjacent elements (columns col, col + 1) of a row as one mma register; 0 past the row's
-    // end or head_dim (a multiple of 8, so both columns are in or out together).
-    const auto element_pair = [&](const TensorView& view, int64_t row, int col) -> uint32_t {
-        if (row >= params.seqlen_q || col >= params.head_dim) return 0u;
-        const Element* pair = static_cast<const Element*>(view.data) + view.offset(batch, head, row) + col;
-        if (vectorized) return *reinterpret_cast<const uint32_t*>(pair);
-        const uint16_t* bits = reinterpret_cast<const uint16_t*>(pair);
-        return static_cast<uint32_t>(bits[0]) | (static_cast<uint32_t>(bits[1]) << 16);
-    };
+    if (workspace.dq_accum != nullptr) {  // first, so that the stores overlap the loads below
+        constexpr int kVectorsPerRow = kHeadDim / 4;
+#pragma unroll 1
+        for (int i = lane; i < 16 * kVectorsPerRow; i += 32) {
+            const int64_t row = row0 + i / kVectorsPerRow;
+            if (row >= params.seqlen_q) break;  // later i are later rows
+            reinterpret_cast<float4*>(workspace.dq_accum + (head_row * params.seqlen_q + row) * kHeadDim)[i % kVectorsPerRow] =
+                make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        }
+    }
+
+    // The thread's rows g and g + 8 of the warp's 16, in O and dO (null past seqlen_q: read as 0).
     const int g = lane / 4;
     const int col_in_step = (lane % 4) * 2;
+    const auto row_pointer = [&](const TensorView& view, int64_t row) -> const Element* {
+        return row < params.seqlen_q ? static_cast<const Element*>(view.data) + view.offset(batch, head, row)
+                                     : nullptr;
+    };
+    const Element* const o_rows[2] = {row_pointer(params.o, row0 + g), row_pointer(params.o, row0 + g + 8)};
+    const Element* const dout_rows[2] = {row_pointer(params.dout, row0 + g), row_pointer(params.dout, row0 + g + 8)};
     float low[4] = {0.0f, 0.0f, 0.0f, 0.0f};   // O rows x dO rows 0-7 of the warp
     float high[4] = {0.0f, 0.0f, 0.0f, 0.0f};  // O rows x dO rows 8-15
+    // The loads are unrolled for both kinds of row (whole 4-byte pairs or 2-byte elements), so
+    // that none of them waits behind a branch on the kind.
+    const auto accumulate = [&](auto vectorized_rows) {
+        // Two adjacent elements (columns col, col + 1) of a row as one mma register; 0 past the
+        // row's end or head_dim (a multiple of 8, so both columns are in or out together).
+        const auto element_pair = [&](const Element* row, int col) -> uint32_t {
+            if (row == nullptr || col >= params.head_dim) return 0u;
+            if constexpr (decltype(vectorized_rows)::value) return *reinterpret_cast<const uint32_t*>(row + col);
+            const uint16_t* bits = reinterpret_cast<const uint16_t*>(row + col);
+            return static_cast<uint32_t>(bits[0]) | (static_cast<uint32_t>(bits[1]) << 16);
+        };
 #pragma unroll
-    for (int kk = 0; kk < kHeadDim / 16; ++kk) {
-        const int col = kk * 16 + col_in_step;
-        const uint32_t o_frag[4] = {element_pair(params.o, row0 + g, col), element_pair(params.o, row0 + g + 8, col),
-                                    element_pair(params.o, row0 + g, col + 8),
-                                    element_pair(params.o, row0 + g + 8, col + 8)};
-        const uint32_t dout_low[2] = {element_pair(params.dout, row0 + g, col),
-                                      element_pair(params.dout, row0 + g, col + 8)};
-        const uint32_t dout_high[2] = {element_pair(params.dout, row0 + g + 8, col),
-                                       element_pair(params.dout, row0 + g + 8, col + 8)};
-        ptx::mma_m16n8k16<Element>(low, o_frag, dout_low);
-        ptx::mma_m16n8k16<Element>(high, o_frag, dout_high);
-    }
+        for (int kk = 0; kk < kHeadDim / 16; ++kk) {
+            const int col = kk * 16 + col_in_step;
+            const uint32_t o_frag[4] = {element_pair(o_rows[0], col), element_pair(o_rows[1], col),
+                                        element_pair(o_rows[0], col + 8), element_pair(o_rows[1], col + 8)};
+            const uint32_t dout_low[2] = {element_pair(dout_rows[0], col), element_pair(dout_rows[0], col + 8)};
+            const uint32_t dout_high[2] = {element_pair(dout_rows[1], col), element_pair(dout_rows[1], col + 8)};
+            ptx::mma_m16n8k16<Element>(low, o_frag, dout_low);
+            ptx::mma_m16n8k16<Element>(high, o_frag, dout_high);
+        }
+    };
+    if (vectorized)
+        accumulate(std::true_type{});
+    else
+        accumulate(std::false_type{});
     // Thread (g, t) holds block elements (g, 2t), (g, 2t + 1) of `low` and (g + 8, 2t), (g + 8,
     // 2t + 1) of `high`: the diagonal of rows g and g + 8 where 2t or 2t + 1 is g.
-    if (lane % 4 == g / 2) {
-        workspace.delta[slot0 + g] = low[g % 2];
-        workspace.delta[slot0 + g + 8] = high[2 + g % 2];
+    if (lane % 4 == g / 2) {  // (selected without a dynamic index, which would go through local memory)
+        workspace.delta[slot0 + g] = g % 2 == 0 ? low[0] : low[1];
+        workspace.delta[slot0 + g + 8] = g % 2 == 0 ? high[2] : high[3];
     }
     if (lane < 16) {
         const int64_t row = row0 + lane;
@@ -261,16 +283,6 @@ __global__ void __launch_bounds__(kRowKernelThreads)
             if (lse != -INFINITY) lse_log2 = lse * kLog2e;
         }
         workspace.lse_log2[slot0 + lane] = lse_log2;
-    }
-    if (workspace.dq_accum != nullptr) {
-        constexpr int kVectorsPerRow = kHeadDim / 4;
-#pragma unroll 1
-        for (int i = lane; i < 16 * kVectorsPerRow; i += 32) {
-            const int64_t row = row0 + i / kVectorsPerRow;
-            if (row >= params.seqlen_q) break;  // later i are later rows
-            reinterpret_cast<float4*>(workspace.dq_accum + (head_row * params.seqlen_q + row) * kHeadDim)[i % kVectorsPerRow] =
-                make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-        }
     }
 }
 
