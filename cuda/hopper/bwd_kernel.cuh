@@ -383,22 +383,24 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
                         if (t * 8 + e < begin || t * 8 + e >= end) values[t][h * 2 + e] = 0.0f;
             }
         };
+        // f(t, i) for each element i of 8-query tile t; of_query(rows[t], i) is its query's value
+        // in a per-query row statistic.
+        const auto for_each_element = [](auto&& f) {
+#pragma unroll
+            for (int t = 0; t < kBlockM / 8; ++t)
+#pragma unroll
+                for (int i = 0; i < 4; ++i) f(t, i);
+        };
+        const auto of_query = [](float2 pair, int i) { return i % 2 == 0 ? pair.x : pair.y; };
         // P^T = exp2(S^T * scale_log2 - lse_log2) in place, while dP^T is in flight. A row with
         // lse_log2 = +inf (no visible key, or padding) gets P = 0; masked elements are set to
         // exact zeros, as their row's lse may be NaN (a row that reads a NaN).
         wgmma_wait<1>();
         fence_accumulators(s_flat);
         if constexpr (!Traits::kRowStatsEarly) load_lse();
-#pragma unroll
-        for (int t = 0; t < kBlockM / 8; ++t)
-#pragma unroll
-            for (int e = 0; e < 2; ++e)
-#pragma unroll
-                for (int h = 0; h < 2; ++h) {
-                    float& value = s[t][h * 2 + e];
-                    value = ptx::exp2_approx(
-                        fmaf(value, params.scale_log2, e == 0 ? -row_lse_log2[t].x : -row_lse_log2[t].y));
-                }
+        for_each_element([&](int t, int i) {
+            s[t][i] = ptx::exp2_approx(fmaf(s[t][i], params.scale_log2, -of_query(row_lse_log2[t], i)));
+        });
         if (masked) zero_hidden(s);
 
         // P^T as the A operand of dV += P^T dO (16 queries per k step).
@@ -420,15 +422,7 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
         wgmma_wait<Traits::kDvBeforeDs ? 1 : 0>();
         fence_accumulators(dp_flat);
         if constexpr (!Traits::kRowStatsEarly) load_delta();
-#pragma unroll
-        for (int t = 0; t < kBlockM / 8; ++t)
-#pragma unroll
-            for (int e = 0; e < 2; ++e)
-#pragma unroll
-                for (int h = 0; h < 2; ++h) {
-                    float& value = dp[t][h * 2 + e];
-                    value = s[t][h * 2 + e] * (value - (e == 0 ? row_delta[t].x : row_delta[t].y));
-                }
+        for_each_element([&](int t, int i) { dp[t][i] = s[t][i] * (dp[t][i] - of_query(row_delta[t], i)); });
         if (masked) zero_hidden(dp);
         if constexpr (!Traits::kDvBeforeDs) issue_dv();
 
