@@ -328,18 +328,15 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
 
     // Steps: every (query head of the group, query tile) whose rows can see one of these keys.
     const MaskSpec& mask = params.mask;
-    const int64_t query_begin = mask.query_begin(key0);
-    const int64_t query_end = mask.query_end(key0 + keys - 1);
-    const int64_t first_query_tile = query_begin / kBlockM;
-    const int64_t query_tile_count = query_end > query_begin ? (query_end - 1) / kBlockM - first_query_tile + 1 : 0;
-    const int64_t steps = query_tile_count * params.heads_per_kv;
+    const tile::TileRange query_tiles = tile::visible_query_tiles<kBlockM>(mask, key0, keys);
+    const int64_t steps = query_tiles.count * params.heads_per_kv;
     // A step is (query head, first query row); steps advance query tile fastest, without divisions.
     struct Step {
         int64_t head;
         int64_t row0;
     };
-    const int64_t first_row = first_query_tile * kBlockM;
-    const int64_t end_row = (first_query_tile + query_tile_count) * kBlockM;
+    const int64_t first_row = query_tiles.first * kBlockM;
+    const int64_t end_row = (query_tiles.first + query_tiles.count) * kBlockM;
     const auto next_step = [&](Step step) {
         step.row0 += kBlockM;
         if (step.row0 == end_row) {

@@ -113,8 +113,9 @@ __global__ void __launch_bounds__(Traits::kThreads) forward_kernel(const __grid_
     const int64_t key_begin = params.mask.block_key_begin(row0);
     const int64_t key_end = params.mask.block_key_end(row0 + rows);
     // Tile indices fit in int: seqlen_k < 2^31 * 32 for any tensor that fits in memory.
-    const int first_tile = static_cast<int>(key_begin / kBlockN);
-    const int tile_count = key_end > key_begin ? static_cast<int>((key_end - 1) / kBlockN) - first_tile + 1 : 0;
+    const tile::TileRange key_tiles = tile::tiles_covering<kBlockN>(key_begin, key_end);
+    const int first_tile = static_cast<int>(key_tiles.first);
+    const int tile_count = static_cast<int>(key_tiles.count);
     const int last_tile = first_tile + tile_count - 1;
 
     const auto load_key_value_tile = [&](const Element* source, int64_t row_stride, Element* stage_smem,

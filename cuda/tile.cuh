@@ -177,20 +177,31 @@ __device__ __forceinline__ float softmax_offset(float row_max, float scale_log2)
     return row_max == -INFINITY ? 0.0f : row_max * scale_log2;
 }
 
-// The key tiles of kBlockN keys that hold every key one of the rows [row0, row0 + rows) sees
-// (MaskSpec): [first, first + count). The kernels walk these; the Hopper forward's host-side
-// choice of tiling counts them.
-struct KeyTileRange {
+// Tiles [first, first + count) of kBlock rows or keys: those that hold one of [begin, end).
+struct TileRange {
     int64_t first;
     int64_t count;
 };
 
+template <int kBlock>
+FATTN_HOST_DEVICE TileRange tiles_covering(int64_t begin, int64_t end) {
+    const int64_t first = begin / kBlock;
+    return {first, end > begin ? (end - 1) / kBlock - first + 1 : 0};
+}
+
+// The key tiles of kBlockN keys that hold every key one of the rows [row0, row0 + rows) sees
+// (MaskSpec). The forward kernels walk these; the Hopper forward's host-side choice of tiling
+// counts them.
 template <int kBlockN>
-FATTN_HOST_DEVICE KeyTileRange visible_key_tiles(const MaskSpec& mask, int64_t row0, int64_t rows) {
-    const int64_t key_begin = mask.block_key_begin(row0);
-    const int64_t key_end = mask.block_key_end(row0 + rows);
-    const int64_t first = key_begin / kBlockN;
-    return {first, key_end > key_begin ? (key_end - 1) / kBlockN - first + 1 : 0};
+FATTN_HOST_DEVICE TileRange visible_key_tiles(const MaskSpec& mask, int64_t row0, int64_t rows) {
+    return tiles_covering<kBlockN>(mask.block_key_begin(row0), mask.block_key_end(row0 + rows));
+}
+
+// The query tiles of kBlockM rows that hold every row that sees one of the keys [key0, key0 +
+// keys): the backward kernels' steps for a key block.
+template <int kBlockM>
+FATTN_HOST_DEVICE TileRange visible_query_tiles(const MaskSpec& mask, int64_t key0, int64_t keys) {
+    return tiles_covering<kBlockM>(mask.query_begin(key0), mask.query_end(key0 + keys - 1));
 }
 
 // Work item `block` (a block's index, or a persistent block's current item) of a grid of query
@@ -219,7 +230,7 @@ __device__ __forceinline__ QueryTileBlock query_tile_block(const AttnParams& par
     work.kv_head = work.head / params.heads_per_kv;
     const int64_t rows_left = params.seqlen_q - work.row0;
     work.rows = static_cast<int>(rows_left < kBlockM ? rows_left : kBlockM);
-    const KeyTileRange key_tiles = visible_key_tiles<kBlockN>(params.mask, work.row0, work.rows);
+    const TileRange key_tiles = visible_key_tiles<kBlockN>(params.mask, work.row0, work.rows);
     work.first_key_tile = key_tiles.first;
     work.key_tiles = key_tiles.count;
     return work;

@@ -135,13 +135,10 @@ struct QueryTileWalk {
     int64_t row0;
 
     __device__ __forceinline__ QueryTileWalk(const AttnParams& params, int64_t kv_head, int64_t key0, int keys) {
-        const int64_t query_begin = params.mask.query_begin(key0);
-        const int64_t query_end = params.mask.query_end(key0 + keys - 1);
-        const int64_t first_tile = query_begin / kBlockM;
-        const int64_t tiles = query_end > query_begin ? (query_end - 1) / kBlockM - first_tile + 1 : 0;
-        first_row = first_tile * kBlockM;
-        end_row = (first_tile + tiles) * kBlockM;
-        steps = tiles * params.heads_per_kv;
+        const tile::TileRange tiles = tile::visible_query_tiles<kBlockM>(params.mask, key0, keys);
+        first_row = tiles.first * kBlockM;
+        end_row = (tiles.first + tiles.count) * kBlockM;
+        steps = tiles.count * params.heads_per_kv;
         head = kv_head * params.heads_per_kv;
         row0 = first_row;
     }
