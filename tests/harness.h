@@ -18,6 +18,7 @@
 #pragma once
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstdlib>
 #include <deque>
@@ -160,14 +161,21 @@ inline std::vector<bool> structural_zeros(const Shape& shape, const MaskRule& ma
     return zero;
 }
 
+// The largest finite sum of absolute terms of a reference output (reference.h; 0 for none).
+inline double max_terms(const Dense<double>& terms) {
+    double largest = 0.0;
+    for (double term : terms.data)
+        if (std::isfinite(term)) largest = std::max(largest, term);
+    return largest;
+}
+
 // Applies the accuracy rule to one output; returns "" when it holds, else what went wrong.
 // `terms` is the reference's sum of absolute terms of each element (reference.h).
 inline std::string compare_output(const char* name, const HostTensor& actual, const Dense<double>& reference,
                                   const Dense<float>& naive, const std::vector<bool>& exact_zero,
                                   const Dense<double>& terms = Dense<double>()) {
     const double infinity = std::numeric_limits<double>::infinity();
-    double max_error = 0, naive_error = 0, max_magnitude = 0, max_terms = 0;
-    for (double term : terms.data) max_terms = std::max(max_terms, term);
+    double max_error = 0, naive_error = 0, max_magnitude = 0;
     int64_t worst = -1;
     std::ostringstream problems;
     int reported = 0;
@@ -197,7 +205,7 @@ inline std::string compare_output(const char* name, const HostTensor& actual, co
         max_magnitude = std::max(max_magnitude, std::abs(expected));
     }
     const double floor = 2.0 * storage_epsilon(actual.dtype()) * max_magnitude +
-                         4.0 * storage_epsilon(FATTN_DTYPE_F32) * max_terms;
+                         4.0 * storage_epsilon(FATTN_DTYPE_F32) * max_terms(terms);
     const double tolerance = 2.0 * naive_error + floor;
     if (max_error > tolerance)
         problems << name << ": max error " << max_error << " at #" << worst << " (fattn " << actual.at_index(worst)

@@ -26,6 +26,7 @@ namespace fattn_hardening {
 
 using fattn_test::Dense;
 using fattn_test::HostTensor;
+using fattn_test::max_terms;
 using fattn_test::Shape;
 using Strides = std::array<int64_t, 4>;
 
@@ -115,18 +116,10 @@ inline Deviation deviation(const HostTensor& got, const Dense<double>& expected,
 // that does not normalize its rows (aliased lse strides give one row another's): its P reaches
 // e^10 and dq's terms 1e7 for values of 1e2. Indexing, masking and stride bugs produce errors of
 // the order of the values themselves and are far above it.
-inline double loose_tolerance(fattn_dtype_t dtype, double max_expected, double max_terms = 0.0) {
+inline double loose_tolerance(fattn_dtype_t dtype, double max_expected, double largest_terms = 0.0) {
     const double units = dtype == FATTN_DTYPE_F32 ? 4096.0 : 64.0;
     return units * fattn_test::storage_epsilon(dtype) * std::max(1.0, max_expected) +
-           4.0 * fattn_test::storage_epsilon(FATTN_DTYPE_F32) * max_terms;
-}
-
-// The largest finite sum of absolute terms of a reference output (0 for none).
-inline double max_terms(const Dense<double>& terms) {
-    double largest = 0.0;
-    for (double term : terms.data)
-        if (std::isfinite(term)) largest = std::max(largest, term);
-    return largest;
+           4.0 * fattn_test::storage_epsilon(FATTN_DTYPE_F32) * largest_terms;
 }
 
 // One attention problem with every operand of a forward and a backward.
