@@ -4,7 +4,8 @@
 // Algorithm (P is recomputed from the forward's lse; nothing O(N^2) is stored):
 //   1. backward_preprocess: per query row, delta = rowsum(dO * O) (summed by the mma sequence of
 //      dP, so that dP - delta is exactly 0 where O is one value row) and lse_log2 = lse * log2(e)
-//      (+inf for rows that see no key, so their P is exp2(-inf) = 0); zeroes the fp32 dQ sum.
+//      (+inf for rows that see no key, so their P is exp2(-inf) = 0), after a memset that zeroes
+//      the fp32 dQ sum.
 //   2. backward_dkdv_kernel: one block per (key tile of kBlockN keys, kv head, batch). K_j and V_j
 //      stay in shared memory; the block walks every (query head of the kv head's group, query tile
 //      of kBlockM rows) that can see the key tile (MaskSpec::query_begin/query_end), Q_i and dO_i
@@ -194,89 +195,89 @@ __device__ __forceinline__ void atomic_add_pair(float* address, float first, flo
 }  // namespace backward_detail
 
 inline constexpr int kRowKernelThreads = 256;
-// Query rows per block of backward_preprocess: 16 per warp (one mma row tile).
-inline constexpr int kPreprocessRows = kRowKernelThreads / 32 * 16;
-static_assert(BackwardWorkspace::kRowPadding % 16 == 0, "a warp's 16 rows lie in one head");
+
+// backward_preprocess: 16 query rows per warp (one mma row tile), and as many warps as keep the
+// block's O and dO tiles within 48 KB of static shared memory.
+template <int kHeadDim>
+struct PreprocessTiling {
+    static constexpr int kWarps = kHeadDim <= 128 ? 4 : 2;
+    static constexpr int kThreads = 32 * kWarps;
+    static constexpr int kRows = 16 * kWarps;
+    static_assert(BackwardWorkspace::kRowPadding % kRows == 0, "a block's rows lie in one head");
+};
 
 // Per query row: delta = rowsum(dO * O), lse_log2 = lse * log2(e) (+inf for a row that sees no
-// key, and for padding rows) and a zeroed dq_accum row. Warp w of the block owns 16 rows.
+// key, and for padding rows). The caller zeroes the fp32 dQ sum. Warp w of the block owns 16 rows.
 // delta is summed by the same mma.m16n8k16 sequence (k ascending from a zero accumulator) that
 // forms dP = dO . V in the dK/dV and dQ kernels: where a row's O equals one value row V_j (a
 // one-hot softmax: large scores, a single visible key), dP - delta is then exactly 0 for key j,
 // as in exact arithmetic, instead of a rounding difference of |dO||V| * 2^-23 that dK = dS Q and
 // dQ = dS K multiply further (by ~1e17 for bf16 inputs of that size, overflowing fp32). The
 // product O_i . dO_i is the diagonal of the 16x16 block O dO^T of the warp's rows: its two
-// 16x8 halves are computed, each thread keeps the diagonal elements it holds.
+// 16x8 halves are computed, each thread keeps the diagonal elements it holds. O and dO reach the
+// mma operands through shared memory (16-byte copies of whole rows, then ldmatrix): loaded
+// straight into the operand layout, each load would be 4 bytes of a row.
 template <int kHeadDim, typename Element>
-__global__ void __launch_bounds__(kRowKernelThreads)
+__global__ void __launch_bounds__(PreprocessTiling<kHeadDim>::kThreads)
     backward_preprocess(const __grid_constant__ AttnBwdParams params, const BackwardWorkspace workspace,
                         bool vectorized) {
+    using Tiling = PreprocessTiling<kHeadDim>;
     constexpr float kLog2e = 1.4426950408889634f;
+    constexpr int kRow = tile::kPaddedRow<kHeadDim>;
+    __shared__ __align__(16) Element smem_o[Tiling::kRows * kRow];
+    __shared__ __align__(16) Element smem_dout[Tiling::kRows * kRow];
     const int lane = threadIdx.x % 32;
+    const int warp = threadIdx.x / 32;
     // slot = (batch * heads_q + head) * padded_rows + row
-    const int64_t slot0 = static_cast<int64_t>(blockIdx.x) * kPreprocessRows + threadIdx.x / 32 * 16;
-    const int64_t head_row = slot0 / workspace.padded_rows;
-    const int64_t row0 = slot0 - head_row * workspace.padded_rows;
+    const int64_t block_slot0 = static_cast<int64_t>(blockIdx.x) * Tiling::kRows;
+    const int64_t head_row = block_slot0 / workspace.padded_rows;
+    const int64_t block_row0 = block_slot0 - head_row * workspace.padded_rows;
     const int64_t batch = head_row / params.heads_q;
     const int64_t head = head_row - batch * params.heads_q;
-    if (batch >= params.batch) return;  // the whole warp
 
-    if (workspace.dq_accum != nullptr) {  // first, so that the stores overlap the loads below
-        constexpr int kVectorsPerRow = kHeadDim / 4;
-#pragma unroll 1
-        for (int i = lane; i < 16 * kVectorsPerRow; i += 32) {
-            const int64_t row = row0 + i / kVectorsPerRow;
-            if (row >= params.seqlen_q) break;  // later i are later rows
-            reinterpret_cast<float4*>(workspace.dq_accum + (head_row * params.seqlen_q + row) * kHeadDim)[i % kVectorsPerRow] =
-                make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-        }
-    }
-
-    // The thread's rows g and g + 8 of the warp's 16, in O and dO (null past seqlen_q: read as 0).
-    const int g = lane / 4;
-    const int col_in_step = (lane % 4) * 2;
-    const auto row_pointer = [&](const TensorView& view, int64_t row) -> const Element* {
-        return row < params.seqlen_q ? static_cast<const Element*>(view.data) + view.offset(batch, head, row)
-                                     : nullptr;
+    // Rows past seqlen_q and columns past head_dim are zeros.
+    const int valid_rows = static_cast<int>(std::clamp<int64_t>(params.seqlen_q - block_row0, 0, Tiling::kRows));
+    const int head_dim = static_cast<int>(params.head_dim);
+    const auto load = [&](Element* smem, const TensorView& view) {
+        tile::load_tile<Tiling::kRows, kHeadDim, Tiling::kThreads>(
+            smem, static_cast<const Element*>(view.data) + view.offset(batch, head, valid_rows > 0 ? block_row0 : 0),
+            view.row_stride, valid_rows, head_dim, vectorized);
     };
-    const Element* const o_rows[2] = {row_pointer(params.o, row0 + g), row_pointer(params.o, row0 + g + 8)};
-    const Element* const dout_rows[2] = {row_pointer(params.dout, row0 + g), row_pointer(params.dout, row0 + g + 8)};
+    load(smem_o, params.o);
+    load(smem_dout, params.dout);
+    ptx::cp_async_commit();
+    ptx::cp_async_wait<0>();
+    __syncthreads();
+
+    // ldmatrix.x4 of the warp's 16 rows x 16 columns at k step kk: lane l addresses row l % 16,
+    // column half l / 16. For O that is the A operand (rows g, g + 8 x columns 2t, 2t + 8); for dO,
+    // registers 0 and 2 are the B operand of its rows 0-7, 1 and 3 that of rows 8-15.
+    const uint32_t lane_offset = ((warp * 16 + lane % 16) * kRow + (lane / 16) * 8) * sizeof(Element);
+    const uint32_t o_base = ptx::smem_address(smem_o) + lane_offset;
+    const uint32_t dout_base = ptx::smem_address(smem_dout) + lane_offset;
     float low[4] = {0.0f, 0.0f, 0.0f, 0.0f};   // O rows x dO rows 0-7 of the warp
     float high[4] = {0.0f, 0.0f, 0.0f, 0.0f};  // O rows x dO rows 8-15
-    // The loads are unrolled for both kinds of row (whole 4-byte pairs or 2-byte elements), so
-    // that none of them waits behind a branch on the kind.
-    const auto accumulate = [&](auto vectorized_rows) {
-        // Two adjacent elements (columns col, col + 1) of a row as one mma register; 0 past the
-        // row's end or head_dim (a multiple of 8, so both columns are in or out together).
-        const auto element_pair = [&](const Element* row, int col) -> uint32_t {
-            if (row == nullptr || col >= params.head_dim) return 0u;
-            if constexpr (decltype(vectorized_rows)::value) return *reinterpret_cast<const uint32_t*>(row + col);
-            const uint16_t* bits = reinterpret_cast<const uint16_t*>(row + col);
-            return static_cast<uint32_t>(bits[0]) | (static_cast<uint32_t>(bits[1]) << 16);
-        };
 #pragma unroll
-        for (int kk = 0; kk < kHeadDim / 16; ++kk) {
-            const int col = kk * 16 + col_in_step;
-            const uint32_t o_frag[4] = {element_pair(o_rows[0], col), element_pair(o_rows[1], col),
-                                        element_pair(o_rows[0], col + 8), element_pair(o_rows[1], col + 8)};
-            const uint32_t dout_low[2] = {element_pair(dout_rows[0], col), element_pair(dout_rows[0], col + 8)};
-            const uint32_t dout_high[2] = {element_pair(dout_rows[1], col), element_pair(dout_rows[1], col + 8)};
-            ptx::mma_m16n8k16<Element>(low, o_frag, dout_low);
-            ptx::mma_m16n8k16<Element>(high, o_frag, dout_high);
-        }
-    };
-    if (vectorized)
-        accumulate(std::true_type{});
-    else
-        accumulate(std::false_type{});
+    for (int kk = 0; kk < kHeadDim / 16; ++kk) {
+        uint32_t o_frag[4];
+        uint32_t dout_frag[4];
+        ptx::ldmatrix_x4(o_frag, o_base + kk * 16 * sizeof(Element));
+        ptx::ldmatrix_x4(dout_frag, dout_base + kk * 16 * sizeof(Element));
+        const uint32_t dout_low[2] = {dout_frag[0], dout_frag[2]};
+        const uint32_t dout_high[2] = {dout_frag[1], dout_frag[3]};
+        ptx::mma_m16n8k16<Element>(low, o_frag, dout_low);
+        ptx::mma_m16n8k16<Element>(high, o_frag, dout_high);
+    }
     // Thread (g, t) holds block elements (g, 2t), (g, 2t + 1) of `low` and (g + 8, 2t), (g + 8,
     // 2t + 1) of `high`: the diagonal of rows g and g + 8 where 2t or 2t + 1 is g.
+    const int64_t slot0 = block_slot0 + warp * 16;
+    const int g = lane / 4;
     if (lane % 4 == g / 2) {  // (selected without a dynamic index, which would go through local memory)
         workspace.delta[slot0 + g] = g % 2 == 0 ? low[0] : low[1];
         workspace.delta[slot0 + g + 8] = g % 2 == 0 ? high[2] : high[3];
     }
     if (lane < 16) {
-        const int64_t row = row0 + lane;
+        const int64_t row = block_row0 + warp * 16 + lane;
         float lse_log2 = INFINITY;
         if (row < params.seqlen_q) {
             const float lse = static_cast<const float*>(params.lse.data)[params.lse.offset(batch, head, row)];
@@ -842,8 +843,8 @@ template <int kHeadDim, typename Element>
 class BackwardRowKernels {
 public:
     BackwardRowKernels(const AttnBwdParams& params, const BackwardWorkspace& workspace)
-        : preprocess_blocks_(grid_size((params.batch * params.heads_q * workspace.padded_rows + kPreprocessRows - 1) /
-                                           kPreprocessRows,
+        : preprocess_blocks_(grid_size(params.batch * params.heads_q * workspace.padded_rows /
+                                           PreprocessTiling<kHeadDim>::kRows,
                                        "batch * heads * rows / rows-per-block (preprocess)")),
           convert_blocks_(params.deterministic
                               ? 0
@@ -854,7 +855,14 @@ public:
 
     void preprocess(const AttnBwdParams& params, const BackwardWorkspace& workspace, bool vectorized,
                     cudaStream_t stream) const {
-        backward_preprocess<kHeadDim, Element><<<preprocess_blocks_, kRowKernelThreads, 0, stream>>>(
+        // The fp32 dQ sum is zeroed by a memset, which writes near the DRAM peak (3.2 TB/s of an
+        // H100's 3.35): as stores inside the preprocess they halved its load rate.
+        if (workspace.dq_accum != nullptr &&
+            cudaMemsetAsync(workspace.dq_accum, 0,
+                            static_cast<std::size_t>(BackwardWorkspace::dq_accum_floats(params, kHeadDim)) * sizeof(float),
+                            stream) != cudaSuccess)
+            return;  // the caller reports it
+        backward_preprocess<kHeadDim, Element><<<preprocess_blocks_, PreprocessTiling<kHeadDim>::kThreads, 0, stream>>>(
             params, workspace, vectorized);
     }
     void convert_dq(const AttnBwdParams& params, const BackwardWorkspace& workspace, bool vectorized,

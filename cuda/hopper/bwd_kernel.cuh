@@ -1,6 +1,6 @@
 // The Hopper backward kernel (sm_90a): the sm_80 dK/dV kernel's algorithm (bwd_kernel.cuh) on
 // Hopper's asynchronous units, in the manner of FlashAttention-3: TMA copies, wgmma, warp
-// specialization. The preprocess (delta, lse_log2, zeroed dQ sum) and the dQ conversion are the
+// specialization. The preprocess (a zeroed dQ sum, delta, lse_log2) and the dQ conversion are the
 // sm_80 kernels, run before and after this one.
 //
 // Algorithm. One block per (key tile of kBlockN = 128 keys, kv head, batch), key tile fastest as
