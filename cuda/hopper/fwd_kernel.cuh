@@ -146,8 +146,12 @@ FATTN_HOST_DEVICE int64_t work_items(const AttnParams& params, int block_rows) {
 // then claims gridDim.x + atomicAdd(next_item_counter, 1), so blocks that drew short (masked)
 // items take more of them and the longest items, numbered first, start first. For each item:
 // describe it in its work slot and hand that to the consumers with Q (q_full), then K and V of
-// every visible key tile, last tile first. `iteration` counts key tiles over all items, so the
-// stage ring runs on across items and the next item's tiles load during this one's end.
+// every visible key tile, last tile first. The next item is described and its Q loaded right
+// after the current item's first key tile (its Q slot is free by then: the item before the
+// current one has had its last S), so that Q, read from DRAM, lands a whole item ahead of its
+// first S instead of the two tiles the stage ring runs ahead. `iteration` counts key tiles over
+// all items, so the stage ring runs on across items and the next item's tiles load during this
+// one's end.
 template <class Traits>
 __device__ __forceinline__ void produce_tiles(typename Traits::Barriers& barriers, unsigned char* shared,
                                               const AttnParams& params, int* next_item_counter,
@@ -159,32 +163,42 @@ __device__ __forceinline__ void produce_tiles(typename Traits::Barriers& barrier
     prefetch_tensor_map(k_map);
     prefetch_tensor_map(v_map);
     const int64_t items = work_items(params, Traits::kBlockM);
-    uint32_t iteration = 0;
     int64_t item = blockIdx.x;
-    for (uint32_t item_round = 0;; ++item_round) {
+    // Describes `item` as the item of `item_round` and loads its Q, or marks the block's work
+    // done (the slot is published by the arrive on q_full); returns whether there was an item.
+    const auto start_item = [&](uint32_t item_round) {
         const uint32_t slot = item_round % 2;
         WorkSlot& described = barriers.work_slots[item_round % kWorkSlots];
         mbarrier_wait(&barriers.work_free[item_round % kWorkSlots], ((item_round / kWorkSlots) & 1) ^ 1);
-        described.done = item >= items;  // the slot is published by the arrive on q_full
+        described.done = item >= items;
         if (described.done) {
             mbarrier_arrive(&barriers.q_full[slot]);
-            return;
+            return false;
         }
         const tile::QueryTileBlock work = tile::query_tile_block<Traits::kBlockM, Traits::kBlockN>(params, item);
         described.work = work;
         mbarrier_wait(&barriers.q_empty[slot], ((item_round / 2) & 1) ^ 1);
-        const auto batch = static_cast<int32_t>(work.batch);
-        const auto kv_head = static_cast<int32_t>(work.kv_head);
         mbarrier_arrive_expect_bytes(&barriers.q_full[slot], Traits::QTile::kBytes);
 #pragma unroll
         for (int block = 0; block < kColumnBlocks; ++block)
             tma_load_4d(shared + slot * Traits::QTile::kBytes + block * Traits::QTile::kBlockBytes, q_map,
-                        &barriers.q_full[slot], block * 64,
-                        static_cast<int32_t>(work.row0), static_cast<int32_t>(work.head), batch);
+                        &barriers.q_full[slot], block * 64, static_cast<int32_t>(work.row0),
+                        static_cast<int32_t>(work.head), static_cast<int32_t>(work.batch));
         item = gridDim.x + atomicAdd(next_item_counter, 1);
+        return true;
+    };
 
-        const int64_t last_tile = work.first_key_tile + work.key_tiles - 1;
-        for (int64_t i = 0; i < work.key_tiles; ++i, ++iteration) {
+    uint32_t iteration = 0;
+    if (!start_item(0)) return;
+    for (uint32_t item_round = 0;; ++item_round) {
+        const tile::QueryTileBlock& work = barriers.work_slots[item_round % kWorkSlots].work;
+        const auto batch = static_cast<int32_t>(work.batch);
+        const auto kv_head = static_cast<int32_t>(work.kv_head);
+        const int64_t key_tiles = work.key_tiles;
+        const int64_t last_tile = work.first_key_tile + key_tiles - 1;
+        bool next_started = false;  // the next item described (its Q loading), or the work done
+        bool more = false;          // whether there is a next item
+        for (int64_t i = 0; i < key_tiles; ++i, ++iteration) {
             const int stage = static_cast<int>(iteration % Traits::kStages);
             const uint32_t phase = (iteration / Traits::kStages) & 1;
             const auto key0 = static_cast<int32_t>((last_tile - i) * Traits::kBlockN);
@@ -198,7 +212,13 @@ __device__ __forceinline__ void produce_tiles(typename Traits::Barriers& barrier
             };
             load(barriers.key_empty[stage], barriers.key_full[stage], Traits::kKOffset, k_map);
             load(barriers.value_empty[stage], barriers.value_full[stage], Traits::kVOffset, v_map);
+            if (i == 0) {
+                more = start_item(item_round + 1);
+                next_started = true;
+            }
         }
+        if (!next_started) more = start_item(item_round + 1);
+        if (!more) return;
     }
 }
 
