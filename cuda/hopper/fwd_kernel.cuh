@@ -32,18 +32,18 @@
 //
 // Layouts. Global tensors are any-strided [batch, head, row, head_dim] that TMA can address
 // (tensor_map.h: 16-byte aligned, strides multiples of 16 bytes); others use the sm_80 kernels.
-// Shared tiles are 128-byte swizzled (sm90.cuh): two Q slots of kBlockM x D, and per stage K and
-// V 128 x D.
-// TMA fills rows past the sequence and columns past head_dim with zeros. O and lse are written
-// from registers (every row's 16-byte chunk is written by 4 lanes of one warp at once).
+// Shared tiles are 128-byte swizzled (sm90.cuh): two Q slots of kBlockM x D, per stage K and V
+// 128 x D, and per consumer group a 64 x D O tile.
+// TMA fills rows past the sequence and columns past head_dim with zeros. Each group writes its O
+// rows into its O tile and one thread stores the tile by TMA, which skips rows past seqlen_q and
+// columns past head_dim; lse is written from registers.
 //
 // Tile sizes and resources (ptxas -v, nvcc 13.0, sm_90a; measurements in bench/NOTES.md):
 //   kHeadDim  kBlockM x kBlockN  consumers  threads  registers (producer / consumer)  shared memory  spill stores
-//   64        192 x 128          3          512      32 / 160                         112 KB         40 B
-//   64        128 x 128          2          384      24 / 240                         96 KB          100 B
-//   128       128 x 128          2          384      24 / 240                         192 KB         164 B
-// The spills are in the producer warpgroup and at item boundaries; the main loop has none at
-// D=64 and keeps two words in local memory at D=128.
+//   64        192 x 128          3          512      32 / 160                         136 KB         160 B
+//   64        128 x 128          2          384      24 / 240                         112 KB         196 B
+//   128       128 x 128          2          384      24 / 240                         224 KB         216 B
+// The spills are in the producer warpgroup and at item boundaries; the main loop has none.
 // At D=64 run_forward picks between the first two by the elements each would compute.
 #pragma once
 
@@ -128,9 +128,11 @@ struct ForwardTraits {
 
     using QTile = SwizzledTile<kBlockM, kHeadDim>;
     using KVTile = SwizzledTile<kBlockN, kHeadDim>;
+    using OTile = SwizzledTile<64, kHeadDim>;  // a group's O rows, staged for their TMA store
     static constexpr uint32_t kKOffset = 2 * QTile::kBytes;  // two Q slots
     static constexpr uint32_t kVOffset = kKOffset + kStages * KVTile::kBytes;
-    static constexpr uint32_t kBarrierOffset = kVOffset + kStages * KVTile::kBytes;
+    static constexpr uint32_t kOOffset = kVOffset + kStages * KVTile::kBytes;
+    static constexpr uint32_t kBarrierOffset = kOOffset + kConsumers * OTile::kBytes;
     using Barriers = ForwardBarriers<kStages, kCleanerWarps>;
     // + 1024: the dynamic shared memory is aligned up to a swizzle atom in the kernel.
     static constexpr int kSharedBytes = static_cast<int>(kBarrierOffset + sizeof(Barriers) + 1024);
@@ -273,6 +275,10 @@ struct Consumer {
     static constexpr int kBlockN = Traits::kBlockN;
 
     static constexpr int kTurnBarrier = 1;  // named barrier kTurnBarrier + group is a group's turn
+    // Named barrier kOutputBarrier + group: the group's O tile free (the previous item's store has
+    // read it), then written. Every thread waits at both: with the warps that do not issue the
+    // store only arriving, three groups' consumers spill in their key loop.
+    static constexpr int kOutputBarrier = kTurnBarrier + Traits::kConsumers;
 
     typename Traits::Barriers& barriers;
     unsigned char* shared;
@@ -337,35 +343,52 @@ struct Consumer {
 
     __device__ __forceinline__ void release(uint64_t& empty) const { warp_arrive(&empty, lane); }
 
-    // This thread's rows of a work item: O / rowsum and lse (zeros and -inf for a row that saw no key).
-    __device__ __forceinline__ void write_rows(const AttnParams& params, const tile::QueryTileBlock& work,
+    // This thread's rows of a work item: lse from registers, O / rowsum through the group's O tile
+    // to one TMA store per 64 columns, which skips rows past seqlen_q and columns past head_dim
+    // (zeros and -inf for a row that saw no key). The store leaves the consumers' path at once,
+    // where per-thread global stores held it up on their addresses and spilled row state.
+    __device__ __forceinline__ void write_rows(const AttnParams& params, const CUtensorMap& o_map,
+                                               const tile::QueryTileBlock& work,
                                                const float (&o)[Traits::kOTiles][4], const float (&row_max)[2],
                                                const float (&row_sum)[2]) const {
+        using OTile = typename Traits::OTile;
+        const int group_thread = thread % 128;
+        if (group_thread == 0) bulk_wait_read<0>();
+        named_barrier_sync(kOutputBarrier + group, 128);
         float* lse = static_cast<float*>(params.lse.data);
-        // One row pointer and compile-time offsets per store: per-column addresses would be kept
-        // in registers across the main loop.
-        const int column0 = (lane % 4) * 2;
-        const int columns_left = static_cast<int>(params.head_dim) - column0;
+        unsigned char* const o_tile = shared + Traits::kOOffset + group * OTile::kBytes;
+        const uint32_t first = OTile::element_offset(group_thread / 32 * 16 + lane / 4, (lane % 4) * 2);
 #pragma unroll
         for (int half = 0; half < 2; ++half) {
             const RowEnd end = finish_row(row_max[half], row_sum[half], params.scale);
-            const int64_t row = warp_row0(work.row0) + lane / 4 + half * 8;
-            if (row >= params.seqlen_q) continue;
-            Element* o_row =
-                static_cast<Element*>(params.o.data) + params.o.offset(work.batch, work.head, row) + column0;
 #pragma unroll
-            for (int ot = 0; ot < Traits::kOTiles; ++ot) {
-                if (ot * 8 < columns_left)
-                    *reinterpret_cast<uint32_t*>(o_row + ot * 8) =
-                        ptx::pack2<Element>(o[ot][half * 2] * end.inverse, o[ot][half * 2 + 1] * end.inverse);
-            }
-            if (lse != nullptr && lane % 4 == 0) lse[params.lse.offset(work.batch, work.head, row)] = end.lse;
+            for (int ot = 0; ot < Traits::kOTiles; ++ot)
+                *reinterpret_cast<uint32_t*>(o_tile + OTile::fragment_offset(first + half * 8 * 128, ot)) =
+                    ptx::pack2<Element>(o[ot][half * 2] * end.inverse, o[ot][half * 2 + 1] * end.inverse);
+            const int64_t row = warp_row0(work.row0) + lane / 4 + half * 8;
+            if (lse != nullptr && lane % 4 == 0 && row < params.seqlen_q)
+                lse[params.lse.offset(work.batch, work.head, row)] = end.lse;
         }
+        fence_async_shared();  // the tile's next reader is the TMA store
+        named_barrier_sync(kOutputBarrier + group, 128);
+        if (group_thread == 0) {
+#pragma unroll
+            for (int block = 0; block < Traits::kHeadDim / 64; ++block)
+                tma_store_4d(&o_map, o_tile + block * OTile::kBlockBytes, block * 64,
+                             static_cast<int32_t>(work.row0 + group * 64), static_cast<int32_t>(work.head),
+                             static_cast<int32_t>(work.batch));
+            bulk_commit();
+        }
+    }
+
+    // The group's last O store has completed, before the block's shared memory goes.
+    __device__ __forceinline__ void finish_stores() const {
+        if (thread % 128 == 0) bulk_wait_all();
     }
 
     // The end of the work item of `item_round` once its last P V has landed: a masked tile's
     // non-finite values added back (clean_values), then the rows written and the work slot freed.
-    __device__ __forceinline__ void finish_item(const AttnParams& params, uint32_t item_round,
+    __device__ __forceinline__ void finish_item(const AttnParams& params, const CUtensorMap& o_map, uint32_t item_round,
                                                 ForwardAccumulators<Traits>& acc, const float (&row_max)[2],
                                                 const float (&row_sum)[2], bool nonfinite_values) const {
         const tile::QueryTileBlock work = barriers.work_slots[item_round % kWorkSlots].work;
@@ -376,7 +399,7 @@ struct Consumer {
                                          params.mask.block_key_end(work.row0 + work.rows),
                                          static_cast<int>(params.head_dim), params.mask, warp_row0(work.row0), lane);
         }
-        write_rows(params, work, acc.o[0], row_max, row_sum);
+        write_rows(params, o_map, work, acc.o[0], row_max, row_sum);
         release(barriers.work_free[item_round % kWorkSlots]);
     }
 };
@@ -401,7 +424,7 @@ template <class Traits>
 __global__ void __launch_bounds__(Traits::kThreads, 1)
     forward_kernel(const __grid_constant__ AttnParams params, int* next_item_counter,
                    const __grid_constant__ CUtensorMap q_map, const __grid_constant__ CUtensorMap k_map,
-                   const __grid_constant__ CUtensorMap v_map) {
+                   const __grid_constant__ CUtensorMap v_map, const __grid_constant__ CUtensorMap o_map) {
 #if FATTN_SM90_ENABLED
     using Element = typename Traits::Element;
     constexpr int kBlockN = Traits::kBlockN;
@@ -529,7 +552,7 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
         finish_previous_values();
         if constexpr (kItemStart) {
             scores_to_operand<Traits>(p, s);
-            consumer.finish_item(params, finished_round, acc, finished_max, finished_sum, nonfinite_values);
+            consumer.finish_item(params, o_map, finished_round, acc, finished_max, finished_sum, nonfinite_values);
             nonfinite_values = false;
             clear_output();
         } else {
@@ -553,7 +576,7 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
             const float zeros[Traits::kOTiles][4] = {};
             const float no_max[2] = {-INFINITY, -INFINITY};
             const float no_sum[2] = {0.0f, 0.0f};
-            consumer.write_rows(params, described.work, zeros, no_max, no_sum);
+            consumer.write_rows(params, o_map, described.work, zeros, no_max, no_sum);
             consumer.release(barriers.work_free[item_round % kWorkSlots]);
             continue;
         }
@@ -582,13 +605,15 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
         pending_round = item_round;
         for (int i = 1; i < key_tiles; ++i) pipelined_step(i, std::false_type{}, item_round);
     }
-    if (pending_round == kNone) return;
-    prepare_previous_values();
-    consumer.take_turn();
-    consumer.issue_values(o, p, previous_stage);
-    consumer.pass_turn();
-    finish_previous_values();
-    consumer.finish_item(params, pending_round, acc, acc.row_max[0], acc.row_sum[0], nonfinite_values);
+    if (pending_round != kNone) {
+        prepare_previous_values();
+        consumer.take_turn();
+        consumer.issue_values(o, p, previous_stage);
+        consumer.pass_turn();
+        finish_previous_values();
+        consumer.finish_item(params, o_map, pending_round, acc, acc.row_max[0], acc.row_sum[0], nonfinite_values);
+    }
+    consumer.finish_stores();
 #endif
 }
 
@@ -604,9 +629,11 @@ void launch_forward_kernel(const AttnParams& params, void* workspace, const cuda
     const CUtensorMap q_map = make_tile_map(query_extent(params, params.q), params.dtype, Traits::kBlockM);
     const CUtensorMap k_map = make_tile_map(key_extent(params, params.k), params.dtype, Traits::kBlockN);
     const CUtensorMap v_map = make_tile_map(key_extent(params, params.v), params.dtype, Traits::kBlockN);
+    const CUtensorMap o_map = make_tile_map(query_extent(params, params.o), params.dtype, 64);
     allow_shared_memory<kernel>(Traits::kSharedBytes);
     if (cudaMemsetAsync(next_item_counter, 0, sizeof(int), stream) != cudaSuccess) return;  // caller reports it
-    kernel<<<blocks, Traits::kThreads, Traits::kSharedBytes, stream>>>(params, next_item_counter, q_map, k_map, v_map);
+    kernel<<<blocks, Traits::kThreads, Traits::kSharedBytes, stream>>>(params, next_item_counter, q_map, k_map, v_map,
+                                                                      o_map);
 }
 
 // Query rows x keys that the forward with these traits computes for one head: every visible key

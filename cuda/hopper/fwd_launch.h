@@ -6,7 +6,6 @@
 
 #include "hopper/tensor_map.h"
 #include "params.h"
-#include "tile.cuh"
 
 namespace fattn::cuda::sm90 {
 
@@ -25,7 +24,7 @@ inline TensorExtent key_extent(const AttnParams& params, const TensorView& view)
 inline bool forward_supported(const AttnParams& params) {
     return params.head_dim <= kMaxForwardHeadDim && tma_readable(query_extent(params, params.q)) &&
            tma_readable(key_extent(params, params.k)) && tma_readable(key_extent(params, params.v)) &&
-           tile::chunk_aligned(params.o);
+           tma_readable(query_extent(params, params.o));
 }
 
 // Enqueues the forward for head_dim <= kHeadDim (64 or 128) on `stream`; the device must be of
