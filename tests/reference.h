@@ -95,12 +95,19 @@ struct ForwardResult {
     Dense<Real> lse;        // [B,Hq,Nq,1]; -inf for rows that see no key
     Dense<Real> o_terms;    // sum_j P_ij |v_jd|
     Dense<Real> lse_terms;  // sum_j P_ij scale sum_d |q_id k_jd|: the scale of the scores' rounding
+    // sum_j P_ij (|v_jd| + |o_id|) scale sum_d |q_id k_jd|: to first order, how much o moves per
+    // unit of relative rounding in the scores (dP_ij = P_ij (ds_ij - sum_l P_il ds_il)), which
+    // every fp32 implementation pays and a large softmax_scale magnifies.
+    Dense<Real> o_score_terms;
 };
 
 template <typename Real>
 struct Gradients {
     Dense<Real> dq, dk, dv;
     Dense<Real> dq_terms, dk_terms, dv_terms;
+    // As ForwardResult::o_score_terms: each gradient's first-order response to relative rounding
+    // in the scores and in lse, through P_ij = exp(s_ij - lse_i).
+    Dense<Real> dq_score_terms, dk_score_terms, dv_score_terms;
 };
 
 // Precision policy: Real = double is the reference (nothing rounded). Real = float is the naive
@@ -151,9 +158,11 @@ ForwardResult<Real> attention_forward(const Dense<Real>& q, const Dense<Real>& k
     const MaskRule mask(desc, nq, nk);
     const Real scale = resolved_scale(desc, dim);
     const Shape lse_shape{batch, heads_q, nq, 1};
-    ForwardResult<Real> out{Dense<Real>(q.shape), Dense<Real>(lse_shape), Dense<Real>(q.shape), Dense<Real>(lse_shape)};
+    ForwardResult<Real> out{Dense<Real>(q.shape), Dense<Real>(lse_shape), Dense<Real>(q.shape), Dense<Real>(lse_shape),
+                            Dense<Real>(q.shape)};
     std::vector<Real> scores(static_cast<size_t>(nk));
-    std::vector<Real> accumulator(static_cast<size_t>(dim)), terms(static_cast<size_t>(dim));
+    std::vector<Real> accumulator(static_cast<size_t>(dim)), terms(static_cast<size_t>(dim)),
+        score_response(static_cast<size_t>(dim));
     for (int64_t b = 0; b < batch; ++b)
         for (int64_t h = 0; h < heads_q; ++h)
             for (int64_t i = 0; i < nq; ++i) {
@@ -171,15 +180,18 @@ ForwardResult<Real> attention_forward(const Dense<Real>& q, const Dense<Real>& k
                 Real score_terms = 0;
                 std::fill(accumulator.begin(), accumulator.end(), Real(0));
                 std::fill(terms.begin(), terms.end(), Real(0));
+                std::fill(score_response.begin(), score_response.end(), Real(0));
                 for (int64_t j = 0; j < nk; ++j) {
                     if (!mask.visible(i, j)) continue;
                     const Real p = std::exp(scores[static_cast<size_t>(j)] - row_max) / denominator;
                     const Real p_stored = stored(p, storage);
-                    score_terms += p * scale * detail::dot_of_magnitudes(q, b, h, i, k, b, h / group, j);
+                    const Real exponent_terms = scale * detail::dot_of_magnitudes(q, b, h, i, k, b, h / group, j);
+                    score_terms += p * exponent_terms;
                     for (int64_t d = 0; d < dim; ++d) {
                         const Real value = v.at(b, h / group, j, d);
                         accumulator[static_cast<size_t>(d)] += p_stored * value;
                         terms[static_cast<size_t>(d)] += p * std::abs(value);
+                        score_response[static_cast<size_t>(d)] += p * exponent_terms * std::abs(value);
                     }
                 }
                 out.lse.at(b, h, i, 0) = row_max + std::log(denominator);
@@ -187,6 +199,8 @@ ForwardResult<Real> attention_forward(const Dense<Real>& q, const Dense<Real>& k
                 for (int64_t d = 0; d < dim; ++d) {
                     out.o.at(b, h, i, d) = stored(accumulator[static_cast<size_t>(d)], storage);
                     out.o_terms.at(b, h, i, d) = terms[static_cast<size_t>(d)];
+                    out.o_score_terms.at(b, h, i, d) = score_response[static_cast<size_t>(d)] +
+                                                       std::abs(accumulator[static_cast<size_t>(d)]) * score_terms;
                 }
             }
     return out;
@@ -202,8 +216,9 @@ Gradients<Real> attention_backward(const Dense<Real>& q, const Dense<Real>& k, c
     const MaskRule mask(desc, nq, nk);
     const Real scale = resolved_scale(desc, dim);
     Gradients<Real> grad{Dense<Real>(q.shape), Dense<Real>(k.shape), Dense<Real>(k.shape),
+                         Dense<Real>(q.shape), Dense<Real>(k.shape), Dense<Real>(k.shape),
                          Dense<Real>(q.shape), Dense<Real>(k.shape), Dense<Real>(k.shape)};
-    std::vector<Real> scores(static_cast<size_t>(nk));
+    std::vector<Real> scores(static_cast<size_t>(nk)), exponent_terms(static_cast<size_t>(nk));
     for (int64_t b = 0; b < batch; ++b)
         for (int64_t h = 0; h < heads_q; ++h) {
             const int64_t kv = h / group;
@@ -211,6 +226,15 @@ Gradients<Real> attention_backward(const Dense<Real>& q, const Dense<Real>& k, c
                 const Real lse = forward.lse.at(b, h, i, 0);
                 if (lse == -std::numeric_limits<Real>::infinity()) continue;  // sees no key: zero gradient
                 detail::score_row(q, k, mask, scale, b, h, kv, i, scores);
+                // Each score's term magnitude, and the row's lse's (forward.lse_terms, recomputed:
+                // callers may hand only o and lse).
+                Real lse_terms = 0;
+                for (int64_t j = 0; j < nk; ++j) {
+                    const auto at = static_cast<size_t>(j);
+                    if (scores[at] == -std::numeric_limits<Real>::infinity()) continue;
+                    exponent_terms[at] = scale * detail::dot_of_magnitudes(q, b, h, i, k, b, kv, j);
+                    lse_terms += std::exp(scores[at] - lse) * exponent_terms[at];
+                }
                 const Real row_delta = detail::dot(dout, b, h, i, forward.o, b, h, i);
                 const Real row_delta_terms = detail::dot_of_magnitudes(dout, b, h, i, forward.o, b, h, i);
                 for (int64_t j = 0; j < nk; ++j) {
@@ -222,6 +246,8 @@ Gradients<Real> attention_backward(const Dense<Real>& q, const Dense<Real>& k, c
                     const Real p_stored = stored(p, storage);
                     const Real ds = stored(p * (dp - row_delta), storage);
                     const Real ds_terms = p * (detail::dot_of_magnitudes(dout, b, h, i, v, b, kv, j) + row_delta_terms);
+                    // Relative rounding of s_ij and of lse_i moves P_ij (and dS_ij) by this factor.
+                    const Real p_response = exponent_terms[static_cast<size_t>(j)] + lse_terms;
                     for (int64_t d = 0; d < dim; ++d) {
                         const Real q_value = q.at(b, h, i, d), k_value = k.at(b, kv, j, d), dout_value = dout.at(b, h, i, d);
                         grad.dq.at(b, h, i, d) += scale * ds * k_value;
@@ -230,6 +256,9 @@ Gradients<Real> attention_backward(const Dense<Real>& q, const Dense<Real>& k, c
                         grad.dq_terms.at(b, h, i, d) += scale * ds_terms * std::abs(k_value);
                         grad.dk_terms.at(b, kv, j, d) += scale * ds_terms * std::abs(q_value);
                         grad.dv_terms.at(b, kv, j, d) += p * std::abs(dout_value);
+                        grad.dq_score_terms.at(b, h, i, d) += scale * ds_terms * p_response * std::abs(k_value);
+                        grad.dk_score_terms.at(b, kv, j, d) += scale * ds_terms * p_response * std::abs(q_value);
+                        grad.dv_score_terms.at(b, kv, j, d) += p * p_response * std::abs(dout_value);
                     }
                 }
             }

@@ -115,13 +115,16 @@ std::string check_window(const Tensors& t, int64_t row0, const fattn_attention_d
     const std::vector<bool> none_q(static_cast<size_t>(o.count()), false),
         none_lse(static_cast<size_t>(lse.count()), false), none_kv(static_cast<size_t>(dk.count()), false);
     const std::string failures =
-        compare_output("o", o, reference.o, naive.o, none_q, reference.o_terms) +
+        compare_output("o", o, reference.o, naive.o, none_q, reference.o_terms, reference.o_score_terms) +
         compare_output("lse", lse, reference.lse, naive.lse, none_lse, reference.lse_terms) +
-        compare_output("dq", dq, reference_grad.dq, naive_grad.dq, none_q, reference_grad.dq_terms) +
+        compare_output("dq", dq, reference_grad.dq, naive_grad.dq, none_q, reference_grad.dq_terms,
+                       reference_grad.dq_score_terms) +
         compare_output("dk", dk, key_slice(reference_grad.dk, kWindow, kRows), key_slice(naive_grad.dk, kWindow, kRows),
-                       none_kv, key_slice(reference_grad.dk_terms, kWindow, kRows)) +
+                       none_kv, key_slice(reference_grad.dk_terms, kWindow, kRows),
+                       key_slice(reference_grad.dk_score_terms, kWindow, kRows)) +
         compare_output("dv", dv, key_slice(reference_grad.dv, kWindow, kRows), key_slice(naive_grad.dv, kWindow, kRows),
-                       none_kv, key_slice(reference_grad.dv_terms, kWindow, kRows));
+                       none_kv, key_slice(reference_grad.dv_terms, kWindow, kRows),
+                       key_slice(reference_grad.dv_score_terms, kWindow, kRows));
     return failures.empty() ? "" : "rows from " + std::to_string(row0) + ": " + failures;
 }
 
