@@ -218,7 +218,8 @@ Gradients<Real> attention_backward(const Dense<Real>& q, const Dense<Real>& k, c
     Gradients<Real> grad{Dense<Real>(q.shape), Dense<Real>(k.shape), Dense<Real>(k.shape),
                          Dense<Real>(q.shape), Dense<Real>(k.shape), Dense<Real>(k.shape),
                          Dense<Real>(q.shape), Dense<Real>(k.shape), Dense<Real>(k.shape)};
-    std::vector<Real> scores(static_cast<size_t>(nk)), exponent_terms(static_cast<size_t>(nk));
+    std::vector<Real> scores(static_cast<size_t>(nk)), probabilities(static_cast<size_t>(nk)),
+        exponent_terms(static_cast<size_t>(nk));
     for (int64_t b = 0; b < batch; ++b)
         for (int64_t h = 0; h < heads_q; ++h) {
             const int64_t kv = h / group;
@@ -226,21 +227,21 @@ Gradients<Real> attention_backward(const Dense<Real>& q, const Dense<Real>& k, c
                 const Real lse = forward.lse.at(b, h, i, 0);
                 if (lse == -std::numeric_limits<Real>::infinity()) continue;  // sees no key: zero gradient
                 detail::score_row(q, k, mask, scale, b, h, kv, i, scores);
-                // Each score's term magnitude, and the row's lse's (forward.lse_terms, recomputed:
-                // callers may hand only o and lse).
+                // Each probability and score's term magnitude, and the row's lse's (forward.lse_terms,
+                // recomputed: callers may hand only o and lse).
                 Real lse_terms = 0;
                 for (int64_t j = 0; j < nk; ++j) {
                     const auto at = static_cast<size_t>(j);
                     if (scores[at] == -std::numeric_limits<Real>::infinity()) continue;
+                    probabilities[at] = std::exp(scores[at] - lse);
                     exponent_terms[at] = scale * detail::dot_of_magnitudes(q, b, h, i, k, b, kv, j);
-                    lse_terms += std::exp(scores[at] - lse) * exponent_terms[at];
+                    lse_terms += probabilities[at] * exponent_terms[at];
                 }
                 const Real row_delta = detail::dot(dout, b, h, i, forward.o, b, h, i);
                 const Real row_delta_terms = detail::dot_of_magnitudes(dout, b, h, i, forward.o, b, h, i);
                 for (int64_t j = 0; j < nk; ++j) {
-                    const Real s = scores[static_cast<size_t>(j)];
-                    if (s == -std::numeric_limits<Real>::infinity()) continue;
-                    const Real p = std::exp(s - lse);
+                    if (scores[static_cast<size_t>(j)] == -std::numeric_limits<Real>::infinity()) continue;
+                    const Real p = probabilities[static_cast<size_t>(j)];
                     const Real dp = detail::dot(dout, b, h, i, v, b, kv, j);
                     // P and dS enter their products as the storage precision holds them.
                     const Real p_stored = stored(p, storage);

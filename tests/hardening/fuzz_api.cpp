@@ -469,9 +469,8 @@ void check_success(Call& call, const char* op, const Snapshots& poisoned) {
     if (!consistent(p, call.backward)) report(p, op, "accepted tensors whose shapes disagree");
     std::string why;
     auto check = [&](int role, const Dense<double>& expected, const Dense<double>& terms, fattn_dtype_t dtype) {
-        const Operand& got = operand(p, role);
-        const double tolerance = loose_tolerance(dtype, deviation(got.storage, expected).max_expected, max_terms(terms));
-        why += check_output(kRoleName[role], got, expected, tolerance, poisoned[static_cast<size_t>(role)]);
+        why += check_output(kRoleName[role], operand(p, role), expected, terms, dtype,
+                            poisoned[static_cast<size_t>(role)]);
     };
     if (call.backward) {
         const fattn_test::Gradients<double> expected = p.reference_backward();

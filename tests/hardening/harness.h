@@ -211,11 +211,14 @@ inline std::string first_changed(const std::vector<Operand*>& outputs, const Sna
     return "";
 }
 
-// Compares one output with its expected values and its gap bytes with the poison snapshot.
-// Returns "" when it passes, else what went wrong.
+// Compares one output with its expected values, within loose_tolerance for `dtype` (the
+// expected values' largest magnitude and sum of absolute terms, `terms`), and its gap bytes with
+// the poison snapshot. Returns "" when it passes, else what went wrong.
 inline std::string check_output(const char* name, const Operand& got, const Dense<double>& expected,
-                                double tolerance, const std::vector<unsigned char>& poisoned) {
+                                const Dense<double>& terms, fattn_dtype_t dtype,
+                                const std::vector<unsigned char>& poisoned) {
     const Deviation dev = deviation(got.storage, expected);
+    const double tolerance = loose_tolerance(dtype, dev.max_expected, max_terms(terms));
     std::ostringstream why;
     if (!got.storage.gaps_unchanged(poisoned)) why << name << ": bytes between elements were written; ";
     if (dev.nonfinite_mismatches > 0)
@@ -246,9 +249,7 @@ inline std::string check_against_reference(const Problem& problem, Op op, const 
     std::string why;
     auto check = [&](const char* name, const Operand& got, const Dense<double>& expected, const Dense<double>& terms,
                      size_t index) {
-        const double tolerance =
-            loose_tolerance(got.storage.dtype(), deviation(got.storage, expected).max_expected, max_terms(terms));
-        why += check_output(name, got, expected, tolerance, poisoned[index]);
+        why += check_output(name, got, expected, terms, got.storage.dtype(), poisoned[index]);
     };
     if (op == Op::Forward) {
         const auto expected = problem.reference_forward();
