@@ -25,7 +25,8 @@
 //                      one 64 x 64 tile of the kBlockM x kHeadDim product (split by query rows
 //                      at kHeadDim 64, by columns at 128), staged in shared memory in fp32 and
 //                      added into the workspace's fp32 dQ sum by TMA reductions (cp.reduce.async.
-//                      bulk.tensor, one per 32-column box: the adds are not the threads' work)
+//                      bulk.tensor, one per 32-column box: the adds are not the threads' work),
+//                      issued during the next step's S^T (its fence and barrier off the path)
 //             At the end dK *= scale, and dK, dV go through shared memory (the Q/dO stages) to
 //             TMA stores.
 // Non-finite inputs follow the sm_80 kernel's rules: K loses its NaN/Inf once per block and Q on
@@ -44,7 +45,7 @@
 // consumers raised to 240):
 //   kHeadDim   kBlockN x kBlockM   threads   shared memory   spills (ptxas)
 //   64         128 x 128           384       195 KB          4 bytes
-//   128        128 x 64            384       194 KB          28 bytes
+//   128        128 x 64            384       194 KB          24 bytes
 // kBlockM is 128 at kHeadDim 64 (S^T, dP^T 64 fp32 registers each, dK, dV 32 each) and 64 at 128
 // (dK, dV 64 each), the most that fits 240 registers per thread.
 #pragma once
@@ -303,6 +304,39 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
         named_barrier_sync(kCleanBarrier, Traits::kConsumerThreads);
     }
 
+    // dQ of a step is written to the group's tile at the step's end and reduced during the next
+    // step's S^T (reduce_dq); the last step's after the loop. Reduced at the step's end, the
+    // proxy fence and the group barrier before the TMA reduction held the group with no wgmma in
+    // flight (both groups at once, as the dS^T barrier keeps them in step): 8-17% of the backward
+    // at kHeadDim 128 (bench/NOTES.md). Every thread waits at the barrier: a sync/arrive split
+    // with S^T in flight makes ptxas serialize the wgmmas (C7520). The first step reduces the
+    // zeroed tile into its own rows: a branch around the reduction does the same (C7517).
+    int32_t dq_row = static_cast<int32_t>(walk.row0 + dq_row0);  // the written tile's first query row
+    int32_t dq_head = static_cast<int32_t>(walk.head);            // and query head
+    const auto write_dq = [&](const float(&dq)[32]) {
+#pragma unroll
+        for (int h = 0; h < 2; ++h)
+#pragma unroll
+            for (int t = 0; t < 8; ++t)
+                *reinterpret_cast<float2*>(dq_tile + DqTile::fragment_offset(dq_first + h * 8 * 128, t)) =
+                    make_float2(dq[t * 4 + h * 2], dq[t * 4 + h * 2 + 1]);
+    };
+    const auto reduce_dq = [&] {
+        fence_async_shared();
+        named_barrier_sync(kGroupBarrier + consumer, 128);
+        if (group_thread == 0) {
+#pragma unroll
+            for (int block = 0; block < 2; ++block)
+                tma_reduce_add_4d(&maps.dq_accum, dq_tile + block * DqTile::kBlockBytes, dq_col0 + block * 32, dq_row,
+                                  dq_head, static_cast<int32_t>(batch));
+            bulk_commit();
+        }
+    };
+    {
+        const float zeros[32] = {};
+        write_dq(zeros);
+    }
+
     const MaskSpec& mask = params.mask;
     for (int64_t step = 0; step < walk.steps; ++step, walk.advance()) {
         const int stage = static_cast<int>(step % kStages);
@@ -341,7 +375,6 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
 #pragma unroll
             for (int t = 0; t < kBlockM / 8; ++t) row_delta[t] = delta[t * 4 + lane % 4];
         };
-        if constexpr (Traits::kRowStatsEarly) load_lse();
 
         // S^T and dP^T: this group's 64 keys x the step's kBlockM queries, [8-query tile][4].
         float s[kBlockM / 8][4];
@@ -354,6 +387,12 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
             Wgmma<kBlockM, Element>::ss(s_flat, KVTile::k_major(k_base, group_key0, k_step),
                                         QTile::k_major(q_stage, 0, k_step), k_step > 0);
         wgmma_commit();
+        // The previous step's dQ reduced while S^T runs (its tile is free: the dS^T barrier of that
+        // step came after the wait for the reduction before it). Measured against after dP^T's
+        // issue too: there it gains 2-4% less at kHeadDim 128 (bench/NOTES.md).
+        reduce_dq();
+        if constexpr (Traits::kRowStatsEarly) load_lse();
+        wgmma_fence();  // dP^T's accumulators after the registers written since S^T's issue
 #pragma unroll
         for (int k_step = 0; k_step < kHeadDim / 16; ++k_step)
             Wgmma<kBlockM, Element>::ss(dp_flat, KVTile::k_major(v_base, group_key0, k_step),
@@ -464,24 +503,11 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
         warp_arrive(&barriers.step_empty[stage], lane);  // after every lane's reads of lse_log2/delta
         wgmma_wait<0>();
         fence_accumulators(dq);
-
-#pragma unroll
-        for (int h = 0; h < 2; ++h)
-#pragma unroll
-            for (int t = 0; t < 8; ++t)
-                *reinterpret_cast<float2*>(dq_tile + DqTile::fragment_offset(dq_first + h * 8 * 128, t)) =
-                    make_float2(dq[t * 4 + h * 2], dq[t * 4 + h * 2 + 1]);
-        fence_async_shared();
-        group_tile_written(consumer, group_thread);
-        if (group_thread == 0) {
-#pragma unroll
-            for (int block = 0; block < 2; ++block)
-                tma_reduce_add_4d(&maps.dq_accum, dq_tile + block * DqTile::kBlockBytes, dq_col0 + block * 32,
-                                  static_cast<int32_t>(row0 + dq_row0), static_cast<int32_t>(walk.head),
-                                  static_cast<int32_t>(batch));
-            bulk_commit();
-        }
+        write_dq(dq);
+        dq_row = static_cast<int32_t>(row0 + dq_row0);
+        dq_head = static_cast<int32_t>(walk.head);
     }
+    if (walk.steps > 0) reduce_dq();
 
     // dK and dV of the group's 64 keys through shared memory to TMA stores, which skip keys past
     // seqlen_k and columns past head_dim.
