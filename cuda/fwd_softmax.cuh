@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <type_traits>
 
 #include "params.h"
 #include "ptx.cuh"
@@ -43,14 +44,23 @@ __device__ __forceinline__ void mask_scores(float (&s)[Traits::kMTiles][Traits::
                 static_cast<int>(std::clamp<int64_t>(mask.key_begin(row) - key0, 0, Traits::kBlockN)) - column0;
             const int end =
                 static_cast<int>(std::clamp<int64_t>(mask.key_end(row) - key0, 0, Traits::kBlockN)) - column0;
+            // Without a left window (causal, and the sequence end) begin is always 0: one comparison
+            // per element instead of two, on the tiles that dominate the cost of short causal rows.
+            const auto hide = [&](auto check_begin) {
 #pragma unroll
-            for (int nt = 0; nt < Traits::kSTiles; ++nt) {
+                for (int nt = 0; nt < Traits::kSTiles; ++nt) {
 #pragma unroll
-                for (int e = 0; e < 2; ++e) {
-                    const int key = nt * 8 + e;  // minus column0
-                    if (key < begin || key >= end) s[mt][nt][half * 2 + e] = -INFINITY;
+                    for (int e = 0; e < 2; ++e) {
+                        const int key = nt * 8 + e;  // minus column0
+                        if ((decltype(check_begin)::value && key < begin) || key >= end)
+                            s[mt][nt][half * 2 + e] = -INFINITY;
+                    }
                 }
-            }
+            };
+            if (mask.window_left < 0)
+                hide(std::false_type{});
+            else
+                hide(std::true_type{});
         }
     }
 }
