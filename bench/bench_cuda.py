@@ -262,6 +262,18 @@ def sdpa(backend, q, k, v, causal):
                                               is_causal=causal)
 
 
+def sdpa_backward_step(backend, q, k, v, do, causal):
+    """A callable that runs torch SDPA's backward on `backend` once (the forward's graph is built
+    here, once), on [B, N, H, D] storage as sdpa() takes it."""
+    qg, kg, vg = (t.detach().requires_grad_() for t in (q, k, v))
+    out = sdpa(backend, qg, kg, vg, causal)
+
+    def step():
+        with sdpa_kernel(backend):
+            torch.autograd.grad(out, (qg, kg, vg), do.transpose(1, 2), retain_graph=True)
+    return step
+
+
 def check_row(lib, q, k, v, o, causal, scale, flash_out):
     """fattn's and FlashAttention-2's outputs against float32 on sampled heads and rows."""
     b, n, h, d = q.shape
@@ -336,11 +348,8 @@ def bench_backward(lib, q, k, v, o, do, lse, causal, scale, flops, args):
     except FattnError as error:
         note = str(error)
     for name, backend in (("flash", SDPBackend.FLASH_ATTENTION), ("cudnn", SDPBackend.CUDNN_ATTENTION)):
-        qg, kg, vg = (t.detach().requires_grad_() for t in (q, k, v))
-        out = sdpa(backend, qg, kg, vg, causal)
-        with sdpa_kernel(backend):
-            step = lambda: torch.autograd.grad(out, (qg, kg, vg), do.transpose(1, 2), retain_graph=True)
-            result[name] = flops / time_ms(step, args.warmup, args.iters) / 1e9
+        step = sdpa_backward_step(backend, q, k, v, do, causal)
+        result[name] = flops / time_ms(step, args.warmup, args.iters) / 1e9
     return result, note
 
 
