@@ -178,14 +178,13 @@ struct SwizzledTile {
     // Descriptor of the 16-column slice `k_step` of rows [row0, row0 + 8 * n) read K-major (the
     // tile's columns are the product's reduction dimension): Q and K in Q K^T.
     __device__ __forceinline__ static uint64_t k_major(uint32_t base, int row0, int k_step) {
-        const uint32_t address = base + (k_step / 4) * kBlockBytes + row0 * 128 + (k_step % 4) * 32;
-        return descriptor(address, 16, kAtomBytes);
+        return descriptor(base + row0 * 128, (k_step / 4) * kBlockBytes + (k_step % 4) * 32, 16, kAtomBytes);
     }
     // Descriptor of the 16-row slice `k_step` read MN-major (the tile's rows are the reduction
     // dimension, its columns the output's): V in P V. Consecutive column blocks are kBlockBytes
     // apart, consecutive 8-row atoms 1024 bytes.
     __device__ __forceinline__ static uint64_t mn_major(uint32_t base, int k_step) {
-        return descriptor(base + k_step * 16 * 128, kBlockBytes, kAtomBytes);
+        return descriptor(base, k_step * 16 * 128, kBlockBytes, kAtomBytes);
     }
 
     // Byte offset of element (row, col): its column block, its row, and its 16-byte chunk moved
@@ -203,12 +202,17 @@ struct SwizzledTile {
     }
 
 private:
-    __device__ __forceinline__ static uint64_t descriptor(uint32_t address, uint32_t leading_bytes,
+    // The descriptor of the slice `offset` bytes past `base`: the base's low word (address and
+    // leading offset) plus the offset, whose 16-byte units add to the address field without a carry
+    // (shared addresses are below 2^18). Slices of one base then cost one add each, where building
+    // every slice's fields anew cost about five uniform instructions per wgmma, and in the D=64
+    // forward the consumers' instruction issue is as long as their products (bench/NOTES.md).
+    __device__ __forceinline__ static uint64_t descriptor(uint32_t base, uint32_t offset, uint32_t leading_bytes,
                                                           uint32_t stride_bytes) {
-        constexpr uint64_t kSwizzle128B = 1ull << 62;
-        return static_cast<uint64_t>((address & 0x3ffff) >> 4) |
-               (static_cast<uint64_t>((leading_bytes & 0x3ffff) >> 4) << 16) |
-               (static_cast<uint64_t>((stride_bytes & 0x3ffff) >> 4) << 32) | kSwizzle128B;
+        constexpr uint32_t kSwizzle128B = 1u << 30;
+        const uint32_t low = (((base & 0x3ffff) >> 4) | (((leading_bytes & 0x3ffff) >> 4) << 16)) + offset / 16;
+        const uint32_t high = ((stride_bytes & 0x3ffff) >> 4) | kSwizzle128B;
+        return (static_cast<uint64_t>(high) << 32) | low;
     }
 };
 
