@@ -93,6 +93,10 @@ struct BackwardTraits {
     // before dP^T is awaited), so that the reads do not queue behind the products' operand reads:
     // at kBlockM 64. At 128 their 32 + 32 registers would spill; they are read after the waits.
     static constexpr bool kRowStatsEarly = kBlockM == 64;
+    // The group index as a warp-uniform value (warpgroup_index): at kHeadDim 64 the group's K and V
+    // descriptors stay in uniform registers and ptxas spills nothing, +4-7%; at 128 the same change
+    // lost 5-11% though its loop was shorter. bench/NOTES.md.
+    static constexpr bool kUniformWarpgroup = kHeadDim == 64;
     // dQ = dS K (kBlockM x kHeadDim) as one 64 x 64 tile per consumer group.
     static constexpr bool kDqSplitRows = kBlockM == 128;
     static_assert((kDqSplitRows ? kHeadDim : kBlockM) == 64 && (kDqSplitRows ? kBlockM : kHeadDim) == 128,
@@ -247,7 +251,7 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
     const int64_t batch = block / key_tiles / params.heads_kv;
     const int keys = static_cast<int>(params.seqlen_k - key0 < kBlockN ? params.seqlen_k - key0 : kBlockN);
     QueryTileWalk<kBlockM> walk(params, kv_head, key0, keys);
-    const int warpgroup = static_cast<int>(threadIdx.x) / 128;
+    const int warpgroup = warpgroup_index<Traits::kUniformWarpgroup>();
 
     if (threadIdx.x == 0) {
         mbarrier_init(&barriers.kv_full, 1);

@@ -125,6 +125,10 @@ struct ForwardTraits {
     static constexpr int kMTiles = 1;
     static constexpr int kSTiles = kBlockN / 8;
     static constexpr int kOTiles = kHeadDim / 8;
+    // The group index as a warp-uniform value (warpgroup_index): at D=64 its Q descriptors stay in
+    // uniform registers, +1-2%; at D=128 it cost up to 5% on short rows (more spills at the item
+    // boundary). bench/NOTES.md.
+    static constexpr bool kUniformWarpgroup = kHeadDim == 64;
 
     using QTile = SwizzledTile<kBlockM, kHeadDim>;
     using KVTile = SwizzledTile<kBlockN, kHeadDim>;
@@ -433,7 +437,7 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
     extern __shared__ unsigned char shared_unaligned[];
     unsigned char* shared = shared_unaligned + (1024 - ptx::smem_address(shared_unaligned) % 1024) % 1024;
     auto& barriers = *reinterpret_cast<typename Traits::Barriers*>(shared + Traits::kBarrierOffset);
-    const int warpgroup = static_cast<int>(threadIdx.x) / 128;
+    const int warpgroup = warpgroup_index<Traits::kUniformWarpgroup>();
 
     if (threadIdx.x == 0) {
         constexpr uint32_t kConsumerWarps = Traits::kConsumerThreads / 32;

@@ -242,6 +242,18 @@ __device__ __forceinline__ void wgmma_wait() {
     asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(Pending) : "memory");
 }
 
+// This thread's warpgroup. With kUniform, as a value the compiler knows to be the same across the
+// warp (a shuffle from lane 0): what a kernel derives from it (a group's tile bases, its wgmma
+// descriptors) then stays in uniform registers, where threadIdx.x / 128 alone leaves it in
+// per-thread registers, moved into uniform ones before every wgmma. Whether that pays depends on
+// the kernel's register pressure (each kernel's traits say where it was measured to).
+template <bool kUniform>
+__device__ __forceinline__ int warpgroup_index() {
+    const int warpgroup = static_cast<int>(threadIdx.x) / 128;
+    if constexpr (kUniform) return __shfl_sync(0xffffffffu, warpgroup, 0);
+    return warpgroup;
+}
+
 // `value`, opaque to the compiler: what a loop derives from it is computed in the loop (a few
 // integer operations) rather than hoisted out of it into registers that spill.
 __device__ __forceinline__ uint32_t opaque(uint32_t value) {
