@@ -44,7 +44,7 @@
 // Tile sizes and resources (2 stages; ptxas -v, nvcc 13.0, sm_90a; 168 registers at entry,
 // consumers raised to 240):
 //   kHeadDim   kBlockN x kBlockM   threads   shared memory   spills (ptxas)
-//   64         128 x 128           384       195 KB          4 bytes
+//   64         128 x 128           384       195 KB          0 bytes
 //   128        128 x 64            384       194 KB          24 bytes
 // kBlockM is 128 at kHeadDim 64 (S^T, dP^T 64 fp32 registers each, dK, dV 32 each) and 64 at 128
 // (dK, dV 64 each), the most that fits 240 registers per thread.
