@@ -205,8 +205,8 @@ private:
     // The descriptor of the slice `offset` bytes past `base`: the base's low word (address and
     // leading offset) plus the offset, whose 16-byte units add to the address field without a carry
     // (shared addresses are below 2^18). Slices of one base then cost one add each, where building
-    // every slice's fields anew cost about five uniform instructions per wgmma, and in the D=64
-    // forward the consumers' instruction issue is as long as their products (bench/NOTES.md).
+    // every slice's fields anew cost about five uniform instructions per wgmma, on the issue slots
+    // the consumers' elementwise work also needs (bench/NOTES.md: forward v10, backward v5).
     __device__ __forceinline__ static uint64_t descriptor(uint32_t base, uint32_t offset, uint32_t leading_bytes,
                                                           uint32_t stride_bytes) {
         constexpr uint32_t kSwizzle128B = 1u << 30;
@@ -246,7 +246,7 @@ __device__ __forceinline__ void wgmma_wait() {
 // warp (a shuffle from lane 0): what a kernel derives from it (a group's tile bases, its wgmma
 // descriptors) then stays in uniform registers, where threadIdx.x / 128 alone leaves it in
 // per-thread registers, moved into uniform ones before every wgmma. Whether that pays depends on
-// the kernel's register pressure (each kernel's traits say where it was measured to).
+// the kernel (each kernel's traits say where it was measured to pay).
 template <bool kUniform>
 __device__ __forceinline__ int warpgroup_index() {
     const int warpgroup = static_cast<int>(threadIdx.x) / 128;
