@@ -110,6 +110,19 @@ __device__ __forceinline__ void store_tile(Element* global, const Element* smem,
     }
 }
 
+// Bit 15 of each 16-bit half of the result is set where that element of `words` is non-finite
+// (exponent bits all ones): adding the exponent's lowest bit carries into bit 15 exactly then, and
+// never into the next half. Three instructions per word, where comparing each half costs about ten.
+template <typename Element>
+__device__ __forceinline__ uint32_t nonfinite_halves(const uint4& words) {
+    static_assert(sizeof(Element) == 2, "16-bit elements, two per word");
+    constexpr bool kBf16 = std::is_same_v<Element, __nv_bfloat16>;
+    constexpr uint32_t kExponents = kBf16 ? 0x7f807f80u : 0x7c007c00u;
+    constexpr uint32_t kLowestBits = kBf16 ? 0x00800080u : 0x04000400u;
+    const auto halves = [](uint32_t word) { return ((word & kExponents) + kLowestBits) & 0x80008000u; };
+    return halves(words.x) | halves(words.y) | halves(words.z) | halves(words.w);
+}
+
 // Replaces the NaNs and infinities among the eight 16-bit elements at `chunk` (shared memory) by
 // 0; returns whether there were any. It serves the operands that a masked P or dS (exactly 0)
 // multiplies in an mma: 0 * NaN would carry a non-finite input to rows or keys that never read it.
@@ -118,19 +131,13 @@ __device__ __forceinline__ void store_tile(Element* global, const Element* smem,
 // the forwards add the replaced values of V back to the rows that see them (fwd_softmax.cuh).
 template <typename Element>
 __device__ __forceinline__ bool zero_nonfinite_chunk(uint4* chunk) {
-    static_assert(sizeof(Element) == 2, "16-bit elements, two per word");
-    // A 16-bit float is non-finite when its exponent bits are all ones.
-    constexpr uint32_t kExponent = std::is_same_v<Element, __nv_bfloat16> ? 0x7f80u : 0x7c00u;
-    const auto keep_finite = [](uint32_t word) {
-        const uint32_t low = (word & kExponent) == kExponent ? 0xffff0000u : 0xffffffffu;
-        const uint32_t high = ((word >> 16) & kExponent) == kExponent ? 0x0000ffffu : 0xffffffffu;
-        return word & low & high;
-    };
     const uint4 words = *chunk;
-    const uint4 finite =
-        make_uint4(keep_finite(words.x), keep_finite(words.y), keep_finite(words.z), keep_finite(words.w));
-    if (finite.x == words.x && finite.y == words.y && finite.z == words.z && finite.w == words.w) return false;
-    *chunk = finite;
+    if (nonfinite_halves<Element>(words) == 0) return false;
+    // Each non-finite half's bit 15 spread over its 16 bits: the halves to clear.
+    const auto keep_finite = [](uint32_t word) {
+        return word & ~((nonfinite_halves<Element>(make_uint4(word, 0, 0, 0)) >> 15) * 0xffffu);
+    };
+    *chunk = make_uint4(keep_finite(words.x), keep_finite(words.y), keep_finite(words.z), keep_finite(words.w));
     return true;
 }
 
