@@ -9,10 +9,10 @@
 //   producer  (warpgroup 0, registers lowered by setmaxnreg): one thread claims the items,
 //             describes each in a ring of work slots (its tiling, computed once), and issues the
 //             TMA copies: each item's Q tile into one of two Q slots, then each visible K and V
-//             tile, last tile first (the tiles that straddle the sequence end or the diagonal come
-//             first, so later tiles skip the mask), into a kStages-deep ring of shared-memory
-//             stages that runs on across items. Each stage (and Q slot) has a "full" mbarrier that
-//             the copy completes (counted in bytes) and an "empty" one the consumer warps arrive on.
+//             tile, first tile first (step_key_tile says why), into a kStages-deep ring of
+//             shared-memory stages that runs on across items. Each stage (and Q slot) has a "full"
+//             mbarrier that the copy completes (counted in bytes) and an "empty" one the consumer
+//             warps arrive on.
 //   cleaners  (warps 1..3 of warpgroup 0): follow the same items and tiles; a masked tile's V has
 //             its NaNs and infinities replaced by 0 (P is exactly 0 there, and 0 * NaN is NaN)
 //             before its "clean" mbarrier lets the consumers read it, with a flag saying whether
@@ -148,11 +148,21 @@ FATTN_HOST_DEVICE int64_t work_items(const AttnParams& params, int block_rows) {
     return (params.seqlen_q + block_rows - 1) / block_rows * params.heads_q * params.batch;
 }
 
+// The key tile of a work item's step (0 .. key_tiles - 1), for the producer, the cleaners and the
+// consumers alike. First tile first: the tiles a mask cuts (the diagonal, the sequence end) come
+// at the item's end, so that their masking and the previous item's end (written in the item's
+// first step) fall in different steps, each behind the other groups' products (bench/NOTES.md,
+// forward v12).
+template <typename Index>
+__device__ __forceinline__ Index step_key_tile(Index first_key_tile, Index step) {
+    return first_key_tile + step;
+}
+
 // The producer thread. Persistent blocks take work items dynamically: block b starts with item b,
 // then claims gridDim.x + atomicAdd(next_item_counter, 1), so blocks that drew short (masked)
 // items take more of them and the longest items, numbered first, start first. For each item:
 // describe it in its work slot and hand that to the consumers with Q (q_full), then K and V of
-// every visible key tile, last tile first. The next item is described and its Q loaded right
+// every visible key tile in step order. The next item is described and its Q loaded right
 // after the current item's first key tile (its Q slot is free by then: the item before the
 // current one has had its last S), so that Q, read from DRAM, lands a whole item ahead of its
 // first S instead of the two tiles the stage ring runs ahead. `iteration` counts key tiles over
@@ -201,13 +211,12 @@ __device__ __forceinline__ void produce_tiles(typename Traits::Barriers& barrier
         const auto batch = static_cast<int32_t>(work.batch);
         const auto kv_head = static_cast<int32_t>(work.kv_head);
         const int64_t key_tiles = work.key_tiles;
-        const int64_t last_tile = work.first_key_tile + key_tiles - 1;
         bool next_started = false;  // the next item described (its Q loading), or the work done
         bool more = false;          // whether there is a next item
         for (int64_t i = 0; i < key_tiles; ++i, ++iteration) {
             const int stage = static_cast<int>(iteration % Traits::kStages);
             const uint32_t phase = (iteration / Traits::kStages) & 1;
-            const auto key0 = static_cast<int32_t>((last_tile - i) * Traits::kBlockN);
+            const auto key0 = static_cast<int32_t>(step_key_tile(work.first_key_tile, i) * Traits::kBlockN);
             const auto load = [&](uint64_t& empty, uint64_t& full, uint32_t offset, const CUtensorMap* map) {
                 mbarrier_wait(&empty, phase ^ 1);
                 mbarrier_arrive_expect_bytes(&full, KVTile::kBytes);
@@ -253,12 +262,12 @@ __device__ __forceinline__ void clean_values(typename Traits::Barriers& barriers
         if (described.done) return;
         const tile::QueryTileBlock work = described.work;
         warp_arrive(&barriers.q_empty[item_round % 2], lane);
-        const int64_t last_tile = work.first_key_tile + work.key_tiles - 1;
         for (int64_t i = 0; i < work.key_tiles; ++i, ++iteration) {
             const int stage = static_cast<int>(iteration % Traits::kStages);
             mbarrier_wait(&barriers.value_full[stage], (iteration / Traits::kStages) & 1);
             bool replaced = false;
-            if (tile_masked<Traits>(params, work.row0, work.rows, (last_tile - i) * Traits::kBlockN))
+            const int64_t key0 = step_key_tile(work.first_key_tile, i) * Traits::kBlockN;
+            if (tile_masked<Traits>(params, work.row0, work.rows, key0))
                 replaced = zero_nonfinite_tile<typename Traits::Element, KVTile::kBytes, kCleanerThreads>(
                     shared + Traits::kVOffset + stage * KVTile::kBytes, thread);
             replaced = __any_sync(0xffffffffu, replaced);
@@ -477,7 +486,7 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
     // int64 bookkeeping would cost the loop registers it does not have.
     int64_t row0 = 0;
     int rows = 0;
-    int last_key_tile = 0;
+    int first_key_tile = 0;
     int key_tiles = 0;
 
     ForwardAccumulators<Traits> acc;
@@ -512,7 +521,7 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
         fence_accumulators(reinterpret_cast<float(&)[kBlockN / 2]>(s));
         consumer.release(barriers.key_empty[stage]);
         if (i == key_tiles - 1) consumer.release(barriers.q_empty[q_slot]);
-        const int64_t key0 = static_cast<int64_t>(last_key_tile - i) * kBlockN;
+        const int64_t key0 = static_cast<int64_t>(step_key_tile(first_key_tile, i)) * kBlockN;
         const bool masked = tile_masked<Traits>(params, row0, rows, key0);
         if (masked) mask_scores<Traits>(s, params.mask, consumer.warp_row0(row0), key0, consumer.lane);
         const bool rescale = softmax_update<Traits>(s, acc, params.scale_log2, corrections);
@@ -587,7 +596,7 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
         row0 = described.work.row0;
         rows = described.work.rows;
         key_tiles = static_cast<int>(described.work.key_tiles);
-        last_key_tile = static_cast<int>(described.work.first_key_tile) + key_tiles - 1;
+        first_key_tile = static_cast<int>(described.work.first_key_tile);
         if (pending_round != kNone) {
             pipelined_step(0, std::true_type{}, pending_round);
         } else {  // the block's first tile
