@@ -98,12 +98,20 @@ __device__ __forceinline__ void add_nonfinite_values(ForwardAccumulators<Traits>
     }
 }
 
+// A row's running max moves only when a tile's max exceeds it by more than kRescaleSlack in the
+// exponent (base 2): P = exp2(S * scale_log2 - max * scale_log2) may then reach 2^kRescaleSlack
+// (256, far inside bf16's and f16's range), and O and the row sum carry the same stale max to the
+// end, where O / rowsum and lse = max * scale + ln(rowsum) are exactly what the true max gives.
+// The max then moves in a row's first tile and almost never after, so that the O rescale (a
+// multiply per O element, on the consumers' path between a tile's P V and the next S) is skipped
+// on nearly every tile (FlashAttention-4's conditional rescaling; bench/NOTES.md, forward v13).
+constexpr float kRescaleSlack = 8.0f;
+
 // Online softmax over one S tile, in two steps so that a kernel can run the previous tile's P V
 // between them. softmax_update: new running maxima, S turned into
 // P = exp2(S * scale_log2 - max * scale_log2) in place, row sums rescaled, and the factors by which
-// O must be rescaled in `corrections`. Returns whether any row of the warp changed its max (the
-// same answer in every lane): once the maxima settle (most tiles of a long row) the warp skips
-// rescale_output, exactly the same result with kOTiles * 4 * kMTiles fewer multiplies.
+// O must be rescaled in `corrections`. Returns whether any row of the warp moved its max (the same
+// answer in every lane); the warp skips rescale_output otherwise.
 template <class Traits>
 __device__ __forceinline__ bool softmax_update(float (&s)[Traits::kMTiles][Traits::kSTiles][4],
                                                ForwardAccumulators<Traits>& acc, float scale_log2,
@@ -117,9 +125,14 @@ __device__ __forceinline__ bool softmax_update(float (&s)[Traits::kMTiles][Trait
 #pragma unroll
             for (int nt = 0; nt < Traits::kSTiles; ++nt)
                 tile_max = fmaxf(tile_max, fmaxf(s[mt][nt][half * 2], s[mt][nt][half * 2 + 1]));
-            const float new_max = fmaxf(acc.row_max[mt][half], tile::quad_max(tile_max));
+            // A first visible tile moves a max of -inf (the difference is +inf); a NaN max (NaN
+            // scores: the row's output is NaN anyway) or two -inf ones (nothing visible yet) do not.
+            const float old_max = acc.row_max[mt][half];
+            const float row_tile_max = tile::quad_max(tile_max);
+            const bool move = (row_tile_max - old_max) * scale_log2 > kRescaleSlack;
+            const float new_max = move ? row_tile_max : old_max;
             const float offset = tile::softmax_offset(new_max, scale_log2);
-            const float correction = ptx::exp2_approx(acc.row_max[mt][half] * scale_log2 - offset);
+            const float correction = move ? ptx::exp2_approx(old_max * scale_log2 - offset) : 1.0f;
             acc.row_max[mt][half] = new_max;
             float sum = acc.row_sum[mt][half] * correction;
 #pragma unroll
@@ -133,7 +146,7 @@ __device__ __forceinline__ bool softmax_update(float (&s)[Traits::kMTiles][Trait
             }
             acc.row_sum[mt][half] = sum;
             corrections[mt][half] = correction;
-            rescale = rescale || correction != 1.0f;
+            rescale = rescale || move;
         }
     }
     return __any_sync(0xffffffffu, rescale);
