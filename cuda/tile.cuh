@@ -110,17 +110,23 @@ __device__ __forceinline__ void store_tile(Element* global, const Element* smem,
     }
 }
 
-// Bit 15 of each 16-bit half of the result is set where that element of `words` is non-finite
+// Bit 15 of each 16-bit half of the result is set where that element of `word` is non-finite
 // (exponent bits all ones): adding the exponent's lowest bit carries into bit 15 exactly then, and
 // never into the next half. Three instructions per word, where comparing each half costs about ten.
 template <typename Element>
-__device__ __forceinline__ uint32_t nonfinite_halves(const uint4& words) {
+__device__ __forceinline__ uint32_t nonfinite_halves(uint32_t word) {
     static_assert(sizeof(Element) == 2, "16-bit elements, two per word");
     constexpr bool kBf16 = std::is_same_v<Element, __nv_bfloat16>;
     constexpr uint32_t kExponents = kBf16 ? 0x7f807f80u : 0x7c007c00u;
     constexpr uint32_t kLowestBits = kBf16 ? 0x00800080u : 0x04000400u;
-    const auto halves = [](uint32_t word) { return ((word & kExponents) + kLowestBits) & 0x80008000u; };
-    return halves(words.x) | halves(words.y) | halves(words.z) | halves(words.w);
+    return ((word & kExponents) + kLowestBits) & 0x80008000u;
+}
+
+// The same marks for the eight elements of a 16-byte chunk, ORed together: non-zero when any is.
+template <typename Element>
+__device__ __forceinline__ uint32_t nonfinite_halves(const uint4& words) {
+    return nonfinite_halves<Element>(words.x) | nonfinite_halves<Element>(words.y) |
+           nonfinite_halves<Element>(words.z) | nonfinite_halves<Element>(words.w);
 }
 
 // Replaces the NaNs and infinities among the eight 16-bit elements at `chunk` (shared memory) by
@@ -135,7 +141,7 @@ __device__ __forceinline__ bool zero_nonfinite_chunk(uint4* chunk) {
     if (nonfinite_halves<Element>(words) == 0) return false;
     // Each non-finite half's bit 15 spread over its 16 bits: the halves to clear.
     const auto keep_finite = [](uint32_t word) {
-        return word & ~((nonfinite_halves<Element>(make_uint4(word, 0, 0, 0)) >> 15) * 0xffffu);
+        return word & ~((nonfinite_halves<Element>(word) >> 15) * 0xffffu);
     };
     *chunk = make_uint4(keep_finite(words.x), keep_finite(words.y), keep_finite(words.z), keep_finite(words.w));
     return true;

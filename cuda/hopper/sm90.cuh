@@ -220,21 +220,22 @@ private:
 // by 0 (tile::zero_nonfinite_chunk says why); the kThreads threads numbered `thread` share the
 // work. Returns whether this thread replaced any; if so it has already ordered its writes before
 // later wgmma reads (fence_async_shared), and the caller's barrier completes the tile.
-// Inputs are almost always finite: a first pass only looks (kUnroll loads in flight, three
+// Inputs are almost always finite: a first pass only looks (four loads in flight, three
 // instructions per word), and a chunk is rewritten only after that pass found something. The
 // forward's cleaner warps share their sub-partitions with the consumers, whose issue slots a
 // slower scan takes (bench/NOTES.md, forward v11).
-template <typename Element, uint32_t kBytes, int kThreads, int kUnroll = 4>
+template <typename Element, uint32_t kBytes, int kThreads>
 __device__ __forceinline__ bool zero_nonfinite_tile(unsigned char* tile_bytes, int thread) {
     constexpr uint32_t kChunks = kBytes / 16;
     auto* chunks = reinterpret_cast<uint4*>(tile_bytes);
     uint32_t nonfinite = 0;
-#pragma unroll kUnroll
+#pragma unroll 4
     for (uint32_t chunk = thread; chunk < kChunks; chunk += kThreads)
         nonfinite |= tile::nonfinite_halves<Element>(chunks[chunk]);
     if (nonfinite == 0) return false;
 #pragma unroll 1
-    for (uint32_t chunk = thread; chunk < kChunks; chunk += kThreads) tile::zero_nonfinite_chunk<Element>(chunks + chunk);
+    for (uint32_t chunk = thread; chunk < kChunks; chunk += kThreads)
+        tile::zero_nonfinite_chunk<Element>(chunks + chunk);
     fence_async_shared();
     return true;
 }
