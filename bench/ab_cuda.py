@@ -32,6 +32,16 @@ def parse_shape(text):
     return int(parts[0]), int(parts[1]), len(parts) > 2 and parts[2] == "causal"
 
 
+def grid_inputs(d, n, causal, dtype, backward):
+    """One row of bench_cuda.py's grid (B*N = 16384 tokens, H*D = 2048): fresh q, k, v and dO,
+    O and lse buffers, the softmax scale, and the FLOPs of one call."""
+    b, h = 16384 // n, 2048 // d
+    q, k, v, do = (torch.randn(b, n, h, d, device="cuda", dtype=dtype) for _ in range(4))
+    lse = torch.empty(b, h, n, 1, device="cuda", dtype=torch.float32)
+    flops = 4 * b * h * n * n * d / (2 if causal else 1) * (2.5 if backward else 1)
+    return q, k, v, do, torch.empty_like(q), lse, 1.0 / math.sqrt(d), flops
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--lib", action="append", required=True, help="NAME=PATH of a libfattn build (repeatable)")
@@ -50,12 +60,7 @@ def main():
     results = []
     print(f"{'D':>4} {'N':>6} {'causal':>6} {direction} TFLOP/s, median of {args.rounds} interleaved rounds")
     for d, n, causal in (parse_shape(s) for s in args.shape):
-        b, h = 16384 // n, 2048 // d
-        scale = 1.0 / math.sqrt(d)
-        q, k, v, do = (torch.randn(b, n, h, d, device="cuda", dtype=dtype) for _ in range(4))
-        flops = 4 * b * h * n * n * d / (2 if causal else 1) * (2.5 if args.backward else 1)
-        lse = torch.empty(b, h, n, 1, device="cuda", dtype=torch.float32)
-        o = torch.empty_like(q)
+        q, k, v, do, o, lse, scale, flops = grid_inputs(d, n, causal, dtype, args.backward)
         if args.backward:  # the first build's forward feeds every build's backward
             libs[0][1].forward(q, k, v, o, lse, "bnhd", causal, (-1, -1), scale)
         calls, outputs = {}, {}
