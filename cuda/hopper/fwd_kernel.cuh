@@ -109,6 +109,9 @@ struct ForwardTraits {
     static constexpr int kThreads = 128 * (1 + kConsumers);
     static constexpr int kConsumerThreads = 128 * kConsumers;
     static constexpr int kCleanerWarps = 3;  // the producer warpgroup's warps besides the producer's
+    // Two: three hung at D=64 N=1k causal (bench/NOTES.md, forward v14 attempts), most likely as
+    // the producer's done marker completes q_full without waiting for the Q slot's release, and
+    // only a two-stage ring keeps the consumers within an item of the producer.
     static constexpr int kStages = 2;
     // setmaxnreg moves registers from the producer to the consumers within what the block got at
     // launch (the per-thread cap of __launch_bounds__(kThreads, 1), in steps of 8): 168 x 384 or
