@@ -109,9 +109,8 @@ struct ForwardTraits {
     static constexpr int kThreads = 128 * (1 + kConsumers);
     static constexpr int kConsumerThreads = 128 * kConsumers;
     static constexpr int kCleanerWarps = 3;  // the producer warpgroup's warps besides the producer's
-    // Two: three hung at D=64 N=1k causal (bench/NOTES.md, forward v14 attempts), most likely as
-    // the producer's done marker completes q_full without waiting for the Q slot's release, and
-    // only a two-stage ring keeps the consumers within an item of the producer.
+    // Two: three at D=64 (measured only beside a change that did not land) ran 2-8% faster than
+    // that change's two, yet slower than the landed kernel's two (bench/NOTES.md, twelfth session).
     static constexpr int kStages = 2;
     // setmaxnreg moves registers from the producer to the consumers within what the block got at
     // launch (the per-thread cap of __launch_bounds__(kThreads, 1), in steps of 8): 168 x 384 or
@@ -191,6 +190,10 @@ __device__ __forceinline__ void produce_tiles(typename Traits::Barriers& barrier
         mbarrier_wait(&barriers.work_free[item_round % kWorkSlots], ((item_round / kWorkSlots) & 1) ^ 1);
         described.done = item >= items;
         if (described.done) {
+            // The done marker completes q_full too, so like a Q load it first waits until every
+            // reader has passed the slot's previous phase: a phase completed twice ahead of a
+            // waiter (a cleaner warp running late) leaves its parity wait hanging.
+            mbarrier_wait(&barriers.q_empty[slot], ((item_round / 2) & 1) ^ 1);
             mbarrier_arrive(&barriers.q_full[slot]);
             return false;
         }
