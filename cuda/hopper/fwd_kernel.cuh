@@ -41,7 +41,7 @@
 // Tile sizes and resources (ptxas -v, nvcc 13.0, sm_90a; measurements in bench/NOTES.md):
 //   kHeadDim  kBlockM x kBlockN  consumers  threads  registers (producer / consumer)  shared memory  spill stores
 //   64        192 x 128          3          512      32 / 160                         136 KB         108 B
-//   64        128 x 128          2          384      24 / 240                         112 KB         204 B
+//   64        128 x 128          2          384      24 / 240                         112 KB         196 B
 //   128       128 x 128          2          384      24 / 240                         224 KB         224 B
 // The spills are in the producer warpgroup and at item boundaries; the main loop has none.
 // At D=64 run_forward picks between the first two by the elements each would compute.
