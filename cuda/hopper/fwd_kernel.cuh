@@ -109,8 +109,9 @@ struct ForwardTraits {
     static constexpr int kThreads = 128 * (1 + kConsumers);
     static constexpr int kConsumerThreads = 128 * kConsumers;
     static constexpr int kCleanerWarps = 3;  // the producer warpgroup's warps besides the producer's
-    // Two: three at D=64 (measured only beside a change that did not land) ran 2-8% faster than
-    // that change's two, yet slower than the landed kernel's two (bench/NOTES.md, twelfth session).
+    // Two. Three at D=64 were measured only in a build with a change that did not land (the late
+    // P V wait): 2-8% faster than that build with two, still slower than this kernel (bench/NOTES.md,
+    // twelfth session).
     static constexpr int kStages = 2;
     // setmaxnreg moves registers from the producer to the consumers within what the block got at
     // launch (the per-thread cap of __launch_bounds__(kThreads, 1), in steps of 8): 168 x 384 or
