@@ -12,21 +12,24 @@
 //             tile, first tile first (step_key_tile says why), into a kStages-deep ring of
 //             shared-memory stages that runs on across items. Each stage (and Q slot) has a "full"
 //             mbarrier that the copy completes (counted in bytes) and an "empty" one the consumer
-//             warps arrive on.
-//   cleaners  (warps 1..3 of warpgroup 0): follow the same items and tiles; a masked tile's V has
-//             its NaNs and infinities replaced by 0 (P is exactly 0 there, and 0 * NaN is NaN)
-//             before its "clean" mbarrier lets the consumers read it, with a flag saying whether
-//             any were; they are added back to exactly the rows that see them after the loop, as
-//             the sm_80 kernel does. Off the consumers' path, so their groups never meet.
+//             warps arrive on. At D=128 V has its own loader thread (the warpgroup's last warp;
+//             ForwardTraits::kValueLoader says why), and the producer issues Q and K only.
+//   cleaners  (warps 1..3 of warpgroup 0, 1..2 beside a value loader): follow the same items and
+//             tiles; a masked tile's V has its NaNs and infinities replaced by 0 (P is exactly 0
+//             there, and 0 * NaN is NaN) before its "clean" mbarrier lets the consumers read it,
+//             with a flag saying whether any were; they are added back to exactly the rows that
+//             see them after the loop, as the sm_80 kernel does. Off the consumers' path, so
+//             their groups never meet.
 //   consumers (warpgroups 1..kConsumers, registers raised): each owns 64 query rows. Per tile:
 //             S = Q K^T         wgmma m64n128k16, Q and K from shared memory (K-major)
 //             mask S (tiles that straddle a mask bound only, as in fwd_kernel.cuh)
 //             online softmax in base 2, P = exp2(S * scale_log2 - m * scale_log2) (fwd_softmax.cuh)
 //             O = O * correction + P V   wgmma m64nDk16, P from registers, V MN-major
 //             software-pipelined: tile i's S is issued with tile i-1's P V, and tile i's softmax
-//             runs while that P V is in flight, across items too (an item's first S goes with the
-//             previous item's last P V, whose rows are then written); the groups take turns
-//             issuing their wgmmas, so one group's softmax overlaps another's products.
+//             runs while that P V is in flight (at D=128 the wait for it follows the softmax),
+//             across items too (an item's first S goes with the previous item's last P V, whose
+//             rows are then written); the groups take turns issuing their wgmmas, so one group's
+//             softmax overlaps another's products.
 // The end is the sm_80 kernel's: O / rowsum,
 // lse = m * scale + ln(rowsum), rows with no visible key give zeros and -inf.
 //
@@ -42,7 +45,7 @@
 //   kHeadDim  kBlockM x kBlockN  consumers  threads  registers (producer / consumer)  shared memory  spill stores
 //   64        192 x 128          3          512      32 / 160                         136 KB         108 B
 //   64        128 x 128          2          384      24 / 240                         112 KB         196 B
-//   128       128 x 128          2          384      24 / 240                         224 KB         224 B
+//   128       128 x 128          2          384      24 / 240                         224 KB         212 B
 // The spills are in the producer warpgroup and at item boundaries; the main loop has none.
 // At D=64 run_forward picks between the first two by the elements each would compute.
 #pragma once
@@ -81,8 +84,9 @@ constexpr int kWorkSlots = 4;
 template <int kStages, int kCleanerWarps>
 struct ForwardBarriers {
     WorkSlot work_slots[kWorkSlots];
-    uint64_t work_free[kWorkSlots];  // one arrival per consumer warp
-    uint64_t q_full[2];              // also publishes the item's work slot
+    uint64_t work_ready[kWorkSlots];  // the slot described: the value loader's signal, ahead of Q
+    uint64_t work_free[kWorkSlots];   // one arrival per consumer warp, and by the value loader
+    uint64_t q_full[2];               // also publishes the item's work slot
     // One arrival per consumer warp after its last Q K^T of a work item, and per cleaner warp once
     // it has read the work slot: the cleaners run behind the consumers, and without theirs the
     // producer could complete q_full twice more (two more items' Q) before a cleaner waits on it,
@@ -108,10 +112,16 @@ struct ForwardTraits {
     static constexpr int kBlockN = 128;
     static constexpr int kThreads = 128 * (1 + kConsumers);
     static constexpr int kConsumerThreads = 128 * kConsumers;
-    static constexpr int kCleanerWarps = 3;  // the producer warpgroup's warps besides the producer's
-    // Two. Three at D=64 were measured only in a build with a change that did not land (the late
-    // P V wait): 2-8% faster than that build with two, still slower than this kernel (bench/NOTES.md,
-    // twelfth session).
+    // Whether a group waits for its previous P V after its softmax (forward v14) rather than
+    // where ptxas would hoist the wait (above the exponentials). That releases each V stage a
+    // softmax later, so V gets its own loader thread (load_values), whose late refills hold up no K
+    // load; the producer warpgroup's last warp is then the loader instead of a cleaner. At D=128:
+    // +2.6-3.9% on its long rows, -2.5% at N=1k causal; at D=64 both lost 1-4% (bench/NOTES.md).
+    static constexpr bool kLateValuesWait = kHeadDim == 128;
+    static constexpr bool kValueLoader = kLateValuesWait;
+    static constexpr int kCleanerWarps = kValueLoader ? 2 : 3;  // warps 1 .. kCleanerWarps
+    // Two. Three at D=64 lost up to 4% at N=16k and gained nothing elsewhere, with and without the
+    // value loader (bench/NOTES.md, thirteenth session).
     static constexpr int kStages = 2;
     // setmaxnreg moves registers from the producer to the consumers within what the block got at
     // launch (the per-thread cap of __launch_bounds__(kThreads, 1), in steps of 8): 168 x 384 or
@@ -161,16 +171,31 @@ __device__ __forceinline__ Index step_key_tile(Index first_key_tile, Index step)
     return first_key_tile + step;
 }
 
+// One K or V tile (key tile `key_tile` of a KV head) into its stage, once the stage's previous
+// tile has been released (`empty`, in the ring's phase); the copy completes `full`.
+template <class Traits>
+__device__ __forceinline__ void load_key_tile(uint64_t& empty, uint64_t& full, unsigned char* stage_tile,
+                                              uint32_t phase, const CUtensorMap* map, int64_t key_tile,
+                                              int32_t kv_head, int32_t batch) {
+    using KVTile = typename Traits::KVTile;
+    const auto key0 = static_cast<int32_t>(key_tile * Traits::kBlockN);
+    mbarrier_wait(&empty, phase ^ 1);
+    mbarrier_arrive_expect_bytes(&full, KVTile::kBytes);
+#pragma unroll
+    for (int block = 0; block < Traits::kHeadDim / 64; ++block)
+        tma_load_4d(stage_tile + block * KVTile::kBlockBytes, map, &full, block * 64, key0, kv_head, batch);
+}
+
 // The producer thread. Persistent blocks take work items dynamically: block b starts with item b,
 // then claims gridDim.x + atomicAdd(next_item_counter, 1), so blocks that drew short (masked)
 // items take more of them and the longest items, numbered first, start first. For each item:
-// describe it in its work slot and hand that to the consumers with Q (q_full), then K and V of
-// every visible key tile in step order. The next item is described and its Q loaded right
-// after the current item's first key tile (its Q slot is free by then: the item before the
-// current one has had its last S), so that Q, read from DRAM, lands a whole item ahead of its
-// first S instead of the two tiles the stage ring runs ahead. `iteration` counts key tiles over
-// all items, so the stage ring runs on across items and the next item's tiles load during this
-// one's end.
+// describe it in its work slot (work_ready hands it to a value loader) and hand that to the
+// consumers with Q (q_full), then K and V (or K only, beside a value loader) of every visible key
+// tile in step order. The next item is described and its Q loaded right after the current item's
+// first key tile (its Q slot is free by then: the item before the current one has had its last
+// S), so that Q, read from DRAM, lands a whole item ahead of its first S instead of the two tiles
+// the stage ring runs ahead. `iteration` counts key tiles over all items, so the stage ring runs
+// on across items and the next item's tiles load during this one's end.
 template <class Traits>
 __device__ __forceinline__ void produce_tiles(typename Traits::Barriers& barriers, unsigned char* shared,
                                               const AttnParams& params, int* next_item_counter,
@@ -180,7 +205,7 @@ __device__ __forceinline__ void produce_tiles(typename Traits::Barriers& barrier
     constexpr int kColumnBlocks = Traits::kHeadDim / 64;
     prefetch_tensor_map(q_map);
     prefetch_tensor_map(k_map);
-    prefetch_tensor_map(v_map);
+    if constexpr (!Traits::kValueLoader) prefetch_tensor_map(v_map);
     const int64_t items = work_items(params, Traits::kBlockM);
     int64_t item = blockIdx.x;
     // Describes `item` as the item of `item_round` and loads its Q, or marks the block's work
@@ -191,6 +216,7 @@ __device__ __forceinline__ void produce_tiles(typename Traits::Barriers& barrier
         mbarrier_wait(&barriers.work_free[item_round % kWorkSlots], ((item_round / kWorkSlots) & 1) ^ 1);
         described.done = item >= items;
         if (described.done) {
+            if constexpr (Traits::kValueLoader) mbarrier_arrive(&barriers.work_ready[item_round % kWorkSlots]);
             // The done marker completes q_full too, so like a Q load it first waits until every
             // reader has passed the slot's previous phase: a phase completed twice ahead of a
             // waiter (a cleaner warp running late) leaves its parity wait hanging.
@@ -200,6 +226,7 @@ __device__ __forceinline__ void produce_tiles(typename Traits::Barriers& barrier
         }
         const tile::QueryTileBlock work = tile::query_tile_block<Traits::kBlockM, Traits::kBlockN>(params, item);
         described.work = work;
+        if constexpr (Traits::kValueLoader) mbarrier_arrive(&barriers.work_ready[item_round % kWorkSlots]);
         mbarrier_wait(&barriers.q_empty[slot], ((item_round / 2) & 1) ^ 1);
         mbarrier_arrive_expect_bytes(&barriers.q_full[slot], Traits::QTile::kBytes);
 #pragma unroll
@@ -223,17 +250,14 @@ __device__ __forceinline__ void produce_tiles(typename Traits::Barriers& barrier
         for (int64_t i = 0; i < key_tiles; ++i, ++iteration) {
             const int stage = static_cast<int>(iteration % Traits::kStages);
             const uint32_t phase = (iteration / Traits::kStages) & 1;
-            const auto key0 = static_cast<int32_t>(step_key_tile(work.first_key_tile, i) * Traits::kBlockN);
-            const auto load = [&](uint64_t& empty, uint64_t& full, uint32_t offset, const CUtensorMap* map) {
-                mbarrier_wait(&empty, phase ^ 1);
-                mbarrier_arrive_expect_bytes(&full, KVTile::kBytes);
-#pragma unroll
-                for (int block = 0; block < kColumnBlocks; ++block)
-                    tma_load_4d(shared + offset + stage * KVTile::kBytes + block * KVTile::kBlockBytes, map, &full,
-                                block * 64, key0, kv_head, batch);
-            };
-            load(barriers.key_empty[stage], barriers.key_full[stage], Traits::kKOffset, k_map);
-            load(barriers.value_empty[stage], barriers.value_full[stage], Traits::kVOffset, v_map);
+            const int64_t key_tile = step_key_tile(work.first_key_tile, i);
+            load_key_tile<Traits>(barriers.key_empty[stage], barriers.key_full[stage],
+                                  shared + Traits::kKOffset + stage * KVTile::kBytes, phase, k_map, key_tile,
+                                  kv_head, batch);
+            if constexpr (!Traits::kValueLoader)
+                load_key_tile<Traits>(barriers.value_empty[stage], barriers.value_full[stage],
+                                      shared + Traits::kVOffset + stage * KVTile::kBytes, phase, v_map, key_tile,
+                                      kv_head, batch);
             if (i == 0) {
                 more = start_item(item_round + 1);
                 next_started = true;
@@ -241,6 +265,33 @@ __device__ __forceinline__ void produce_tiles(typename Traits::Barriers& barrier
         }
         if (!next_started) more = start_item(item_round + 1);
         if (!more) return;
+    }
+}
+
+// The value loader thread: item by item as the producer describes them, each visible V tile into
+// the value ring, apart from K so that a V stage released late (after its P V, at the end of a
+// softmax) holds up no K load behind it.
+template <class Traits>
+__device__ __forceinline__ void load_values(typename Traits::Barriers& barriers, unsigned char* shared,
+                                            const CUtensorMap* v_map) {
+    using KVTile = typename Traits::KVTile;
+    prefetch_tensor_map(v_map);
+    uint32_t iteration = 0;
+    for (uint32_t item_round = 0;; ++item_round) {
+        mbarrier_wait(&barriers.work_ready[item_round % kWorkSlots], (item_round / kWorkSlots) & 1);
+        const WorkSlot& described = barriers.work_slots[item_round % kWorkSlots];
+        if (described.done) return;
+        const tile::QueryTileBlock work = described.work;
+        mbarrier_arrive(&barriers.work_free[item_round % kWorkSlots]);
+        const auto batch = static_cast<int32_t>(work.batch);
+        const auto kv_head = static_cast<int32_t>(work.kv_head);
+        for (int64_t i = 0; i < work.key_tiles; ++i, ++iteration) {
+            const int stage = static_cast<int>(iteration % Traits::kStages);
+            load_key_tile<Traits>(barriers.value_empty[stage], barriers.value_full[stage],
+                                  shared + Traits::kVOffset + stage * KVTile::kBytes,
+                                  (iteration / Traits::kStages) & 1, v_map, step_key_tile(work.first_key_tile, i),
+                                  kv_head, batch);
+        }
     }
 }
 
@@ -458,7 +509,10 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
     if (threadIdx.x == 0) {
         constexpr uint32_t kConsumerWarps = Traits::kConsumerThreads / 32;
         constexpr uint32_t kCleanerWarps = Traits::kCleanerWarps;
-        for (int slot = 0; slot < kWorkSlots; ++slot) mbarrier_init(&barriers.work_free[slot], kConsumerWarps);
+        for (int slot = 0; slot < kWorkSlots; ++slot) {
+            mbarrier_init(&barriers.work_ready[slot], 1);
+            mbarrier_init(&barriers.work_free[slot], kConsumerWarps + (Traits::kValueLoader ? 1 : 0));
+        }
         for (int slot = 0; slot < 2; ++slot) {
             mbarrier_init(&barriers.q_full[slot], 1);
             mbarrier_init(&barriers.q_empty[slot], kConsumerWarps + kCleanerWarps);
@@ -476,10 +530,14 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
 
     if (warpgroup == 0) {
         lower_registers<Traits::kProducerRegisters>();
-        if (threadIdx.x == 0)
+        const int warp = static_cast<int>(threadIdx.x) / 32;
+        if (threadIdx.x == 0) {
             produce_tiles<Traits>(barriers, shared, params, next_item_counter, &q_map, &k_map, &v_map);
-        else if (threadIdx.x >= 32)
+        } else if (warp >= 1 && warp <= Traits::kCleanerWarps) {
             clean_values<Traits>(barriers, shared, params, static_cast<int>(threadIdx.x) - 32);
+        } else if constexpr (Traits::kValueLoader) {
+            if (threadIdx.x == 32 * (Traits::kCleanerWarps + 1)) load_values<Traits>(barriers, shared, &v_map);
+        }
         return;
     }
     raise_registers<Traits::kConsumerRegisters>();
@@ -569,13 +627,24 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
             start_rows();
         }
         const auto [masked, rescale] = softmax_scores(i, stage, s, corrections);
-        finish_previous_values();
         if constexpr (kItemStart) {
+            finish_previous_values();
             scores_to_operand<Traits>(p, s);
             consumer.finish_item(params, o_map, finished_round, acc, finished_max, finished_sum, nonfinite_values);
             nonfinite_values = false;
             clear_output();
+        } else if constexpr (Traits::kLateValuesWait) {
+            // The wait in both arms of the softmax's vote: written once after the softmax, ptxas
+            // hoists it above the exponentials (bench/sass_order.py shows where it went).
+            if (rescale) {
+                finish_previous_values();
+                rescale_output<Traits>(acc, corrections);
+            } else {
+                finish_previous_values();
+            }
+            scores_to_operand<Traits>(p, s);
         } else {
+            finish_previous_values();
             if (rescale) rescale_output<Traits>(acc, corrections);
             scores_to_operand<Traits>(p, s);
         }
