@@ -121,6 +121,20 @@ FATTN_SCENARIO("a larger problem (B=2, Hq=4, Hkv=2, N=512, D=128, causal)", larg
     check_problems(backend, "larger", problems);
 }
 
+FATTN_SCENARIO("long key rows at head_dim 128 (Hopper: the late P V wait and the value loader)", long_keys) {
+    // The Hopper forward at D=128 takes its late-wait kernel only where masks cut at most an eighth
+    // of the visible key tiles (fwd_kernel.cuh, run_forward); the short and masked problems of the
+    // other scenarios take the early one. 1100 keys: 9 tiles of 128, the last cut by the sequence
+    // end. Fixed lengths, so that quick runs take that kernel too.
+    std::vector<Problem> problems;
+    for (fattn_dtype_t dtype : {FATTN_DTYPE_F16, FATTN_DTYPE_BF16}) {
+        Problem problem(dtype, 300, 1100, 128);
+        problem.with_heads(2, 2, 1).with_layout(dtype == FATTN_DTYPE_F16 ? Layout::BHND : Layout::BNHD);
+        problems.push_back(problem);
+    }
+    check_problems(backend, "long keys", problems);
+}
+
 FATTN_SCENARIO("more query tiles than a GPU has multiprocessors (persistent kernels), masked and not", many_tiles) {
     // 3 x 8 heads x ceil(700 / 128) = 144 query tiles of 128 rows: persistent CUDA kernels (one block
     // per multiprocessor, 132 on an H100) walk several each and carry their pipelines across them.

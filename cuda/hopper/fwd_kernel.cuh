@@ -103,7 +103,8 @@ struct ForwardBarriers {
 // Warpgroups of 64 query rows. D=64 takes three (192-row tiles) where it can: its tiles' products
 // are short next to their softmax, and a third group keeps more tensor work in flight to hide it;
 // run_forward takes two where the mask would waste too much of 192-row tiles.
-template <int kHeadDim_, typename Element_, int kConsumers_ = (kHeadDim_ <= 64 ? 3 : 2)>
+template <int kHeadDim_, typename Element_, int kConsumers_ = (kHeadDim_ <= 64 ? 3 : 2),
+          bool kLateValuesWait_ = kHeadDim_ == 128>
 struct ForwardTraits {
     using Element = Element_;
     static constexpr int kHeadDim = kHeadDim_;
@@ -115,9 +116,9 @@ struct ForwardTraits {
     // Whether a group waits for its previous P V after its softmax (forward v14) rather than
     // where ptxas would hoist the wait (above the exponentials). That releases each V stage a
     // softmax later, so V gets its own loader thread (load_values), whose late refills hold up no K
-    // load; the producer warpgroup's last warp is then the loader instead of a cleaner. At D=128:
-    // +2.6-3.9% on its long rows, -2.5% at N=1k causal; at D=64 both lost 1-4% (bench/NOTES.md).
-    static constexpr bool kLateValuesWait = kHeadDim == 128;
+    // load; the producer warpgroup's last warp is then the loader instead of a cleaner. At D=128
+    // +2-5% where few tiles are masked (run_forward picks); at D=64 it lost up to 6% (bench/NOTES.md).
+    static constexpr bool kLateValuesWait = kLateValuesWait_;
     static constexpr bool kValueLoader = kLateValuesWait;
     static constexpr int kCleanerWarps = kValueLoader ? 2 : 3;  // warps 1 .. kCleanerWarps
     // Two. Three at D=64 lost up to 4% at N=16k and gained nothing elsewhere, with and without the
@@ -739,6 +740,29 @@ int64_t computed_elements(const AttnParams& params) {
     return elements;
 }
 
+// The share of the visible key tiles, over one head's work items, that a mask cuts (a causal
+// diagonal, a window's edge, the sequence end): the tiles whose S is masked and whose V the
+// cleaners scan. Host side; the cut tiles sit at the ends of an item's range.
+template <class Traits>
+double masked_tile_share(const AttnParams& params) {
+    int64_t visible = 0;
+    int64_t masked = 0;
+    for (int64_t row0 = 0; row0 < params.seqlen_q; row0 += Traits::kBlockM) {
+        const int64_t rows = std::min<int64_t>(Traits::kBlockM, params.seqlen_q - row0);
+        const tile::TileRange tiles = tile::visible_key_tiles<Traits::kBlockN>(params.mask, row0, rows);
+        const auto cut = [&](int64_t key_tile) {
+            const int64_t key0 = key_tile * Traits::kBlockN;
+            return !params.mask.tile_fully_visible(row0, row0 + rows, key0, key0 + Traits::kBlockN);
+        };
+        int64_t first = tiles.first;
+        int64_t last = tiles.first + tiles.count - 1;
+        for (; first <= last && cut(first); ++first) ++masked;
+        for (; last >= first && cut(last); --last) ++masked;
+        visible += tiles.count;
+    }
+    return visible == 0 ? 0.0 : static_cast<double>(masked) / static_cast<double>(visible);
+}
+
 template <int kHeadDim, typename Element>
 void run_forward(const AttnParams& params, void* workspace, const cudaDeviceProp& device, cudaStream_t stream) {
     if constexpr (kHeadDim == 64) {
@@ -752,7 +776,14 @@ void run_forward(const AttnParams& params, void* workspace, const cudaDeviceProp
             return launch_forward_kernel<TwoGroups>(params, workspace, device, stream);
         return launch_forward_kernel<ThreeGroups>(params, workspace, device, stream);
     } else {
-        launch_forward_kernel<ForwardTraits<kHeadDim, Element>>(params, workspace, device, stream);
+        // The late P V wait gains 2-5% on D=128's rows but lost 2-6% at N=1k causal, where the
+        // mask cuts a fifth of the tiles (N=4k causal, a sixteenth, still gained 0.1-0.9%;
+        // bench/NOTES.md, forward v14). There the early wait, with three cleaner warps.
+        using LateWait = ForwardTraits<kHeadDim, Element>;
+        using EarlyWait = ForwardTraits<kHeadDim, Element, 2, false>;
+        if (masked_tile_share<LateWait>(params) > 0.125)
+            return launch_forward_kernel<EarlyWait>(params, workspace, device, stream);
+        launch_forward_kernel<LateWait>(params, workspace, device, stream);
     }
 }
 
