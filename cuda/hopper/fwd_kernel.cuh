@@ -117,7 +117,8 @@ struct ForwardTraits {
     // where ptxas would hoist the wait (above the exponentials). That releases each V stage a
     // softmax later, so V gets its own loader thread (load_values), whose late refills hold up no K
     // load; the producer warpgroup's last warp is then the loader instead of a cleaner. At D=128
-    // +2-5% where few tiles are masked (run_forward picks); at D=64 it lost up to 6% (bench/NOTES.md).
+    // +2-5% (N=4k causal +0.5%), but -2-6% where masks cut many tiles (run_forward picks); at D=64
+    // it lost up to 6% (bench/NOTES.md, forward v14).
     static constexpr bool kLateValuesWait = kLateValuesWait_;
     static constexpr bool kValueLoader = kLateValuesWait;
     static constexpr int kCleanerWarps = kValueLoader ? 2 : 3;  // warps 1 .. kCleanerWarps
