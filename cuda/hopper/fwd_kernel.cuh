@@ -298,9 +298,10 @@ __device__ __forceinline__ void load_values(typename Traits::Barriers& barriers,
 }
 
 // Whether the block's rows see only part of the key tile at key0 (the same decision for the
-// producer warpgroup's cleaners and for every consumer group).
+// producer warpgroup's cleaners, for every consumer group, and for run_forward's count of such
+// tiles on the host).
 template <class Traits>
-__device__ __forceinline__ bool tile_masked(const AttnParams& params, int64_t row0, int rows, int64_t key0) {
+FATTN_HOST_DEVICE bool tile_masked(const AttnParams& params, int64_t row0, int rows, int64_t key0) {
     return !params.mask.tile_fully_visible(row0, row0 + rows, key0, key0 + Traits::kBlockN);
 }
 
@@ -752,8 +753,7 @@ double masked_tile_share(const AttnParams& params) {
         const int64_t rows = std::min<int64_t>(Traits::kBlockM, params.seqlen_q - row0);
         const tile::TileRange tiles = tile::visible_key_tiles<Traits::kBlockN>(params.mask, row0, rows);
         const auto cut = [&](int64_t key_tile) {
-            const int64_t key0 = key_tile * Traits::kBlockN;
-            return !params.mask.tile_fully_visible(row0, row0 + rows, key0, key0 + Traits::kBlockN);
+            return tile_masked<Traits>(params, row0, static_cast<int>(rows), key_tile * Traits::kBlockN);
         };
         int64_t first = tiles.first;
         int64_t last = tiles.first + tiles.count - 1;
