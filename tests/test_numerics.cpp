@@ -121,17 +121,21 @@ FATTN_SCENARIO("a larger problem (B=2, Hq=4, Hkv=2, N=512, D=128, causal)", larg
     check_problems(backend, "larger", problems);
 }
 
-FATTN_SCENARIO("long key rows at head_dim 128 (Hopper: the late P V wait and the value loader)", long_keys) {
+FATTN_SCENARIO("long key rows at head_dim 128 (Hopper: the late P V wait, the value loader, late claims)", long_keys) {
     // The Hopper forward at D=128 takes its late-wait kernel only where masks cut at most an eighth
     // of the visible key tiles (fwd_kernel.cuh, run_forward); the short and masked problems of the
     // other scenarios take the early one. 1100 keys: 9 tiles of 128, the last cut by the sequence
-    // end. Fixed lengths, so that quick runs take that kernel too.
+    // end. Causal 2000 x 2000: items of 1 to 16 tiles, 8.5 on average, one cut each, so the
+    // producer claims each next item two tiles before the current one ends (claim_distance).
+    // Fixed lengths, so that quick runs take those paths too.
     std::vector<Problem> problems;
     for (fattn_dtype_t dtype : {FATTN_DTYPE_F16, FATTN_DTYPE_BF16}) {
         Problem problem(dtype, 300, 1100, 128);
         problem.with_heads(2, 2, 1).with_layout(dtype == FATTN_DTYPE_F16 ? Layout::BHND : Layout::BNHD);
         problems.push_back(problem);
     }
+    Problem causal(FATTN_DTYPE_BF16, 2000, 2000, 128);
+    problems.push_back(causal.with_heads(1, 2, 1).causal());
     check_problems(backend, "long keys", problems);
 }
 

@@ -55,6 +55,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <limits>
 #include <type_traits>
 #include <utility>
 
@@ -193,14 +194,15 @@ __device__ __forceinline__ void load_key_tile(uint64_t& empty, uint64_t& full, u
 // items take more of them and the longest items, numbered first, start first. For each item:
 // describe it in its work slot (work_ready hands it to a value loader) and hand that to the
 // consumers with Q (q_full), then K and V (or K only, beside a value loader) of every visible key
-// tile in step order. The next item is described and its Q loaded right after the current item's
-// first key tile (its Q slot is free by then: the item before the current one has had its last
-// S), so that Q, read from DRAM, lands a whole item ahead of its first S instead of the two tiles
-// the stage ring runs ahead. `iteration` counts key tiles over all items, so the stage ring runs
-// on across items and the next item's tiles load during this one's end.
+// tile in step order. The next item is claimed, described and its Q loaded `claim_ahead` key
+// tiles before the current item's end, or right after its first key tile if it has fewer
+// (claim_distance says which): its Q slot is free by then (the item before the current one has
+// had its last S), and Q, read from DRAM, lands ahead of its first S instead of the two tiles the
+// stage ring runs ahead. `iteration` counts key tiles over all items, so the stage ring runs on
+// across items and the next item's tiles load during this one's end.
 template <class Traits>
 __device__ __forceinline__ void produce_tiles(typename Traits::Barriers& barriers, unsigned char* shared,
-                                              const AttnParams& params, int* next_item_counter,
+                                              const AttnParams& params, int claim_ahead, int* next_item_counter,
                                               const CUtensorMap* q_map, const CUtensorMap* k_map,
                                               const CUtensorMap* v_map) {
     using KVTile = typename Traits::KVTile;
@@ -249,6 +251,7 @@ __device__ __forceinline__ void produce_tiles(typename Traits::Barriers& barrier
         const int64_t key_tiles = work.key_tiles;
         bool next_started = false;  // the next item described (its Q loading), or the work done
         bool more = false;          // whether there is a next item
+        const int64_t claim_step = std::max<int64_t>(key_tiles - claim_ahead, 0);
         for (int64_t i = 0; i < key_tiles; ++i, ++iteration) {
             const int stage = static_cast<int>(iteration % Traits::kStages);
             const uint32_t phase = (iteration / Traits::kStages) & 1;
@@ -260,7 +263,7 @@ __device__ __forceinline__ void produce_tiles(typename Traits::Barriers& barrier
                 load_key_tile<Traits>(barriers.value_empty[stage], barriers.value_full[stage],
                                       shared + Traits::kVOffset + stage * KVTile::kBytes, phase, v_map, key_tile,
                                       kv_head, batch);
-            if (i == 0) {
+            if (i == claim_step) {
                 more = start_item(item_round + 1);
                 next_started = true;
             }
@@ -496,7 +499,7 @@ __device__ __forceinline__ void keep_operands(uint32_t (&p)[N][4]) {
 
 template <class Traits>
 __global__ void __launch_bounds__(Traits::kThreads, 1)
-    forward_kernel(const __grid_constant__ AttnParams params, int* next_item_counter,
+    forward_kernel(const __grid_constant__ AttnParams params, int claim_ahead, int* next_item_counter,
                    const __grid_constant__ CUtensorMap q_map, const __grid_constant__ CUtensorMap k_map,
                    const __grid_constant__ CUtensorMap v_map, const __grid_constant__ CUtensorMap o_map) {
 #if FATTN_SM90_ENABLED
@@ -535,7 +538,7 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
         lower_registers<Traits::kProducerRegisters>();
         const int warp = static_cast<int>(threadIdx.x) / 32;
         if (threadIdx.x == 0) {
-            produce_tiles<Traits>(barriers, shared, params, next_item_counter, &q_map, &k_map, &v_map);
+            produce_tiles<Traits>(barriers, shared, params, claim_ahead, next_item_counter, &q_map, &k_map, &v_map);
         } else if (warp >= 1 && warp <= Traits::kCleanerWarps) {
             clean_values<Traits>(barriers, shared, params, static_cast<int>(threadIdx.x) - 32);
         } else if constexpr (Traits::kValueLoader) {
@@ -709,6 +712,29 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
 #endif
 }
 
+// How many key tiles before the end of its current item the producer claims the next one. Where
+// the items differ in length (causal rows, windows: numbered longest first) and are long, late (2),
+// so that the blocks' last and shortest claims go to the blocks that finish first: D=128 N=16k
+// causal +4.1%, N=4k causal +3.2%, D=64 N=16k causal +2.3%. Where all items are alike there is
+// nothing to balance, and short items need their Q early: right after the first key tile (late
+// claims lost 2% at D=128 N=1k and 5.5% at D=64 N=1k). bench/NOTES.md, forward v15.
+template <class Traits>
+int claim_distance(const AttnParams& params) {
+    constexpr int kLongItem = 8;  // key tiles, on average; N=1k causal averages 4-5
+    int64_t first = -1;
+    bool alike = true;
+    int64_t tiles = 0;
+    int64_t items = 0;
+    for (int64_t row0 = 0; row0 < params.seqlen_q; row0 += Traits::kBlockM, ++items) {
+        const int64_t rows = std::min<int64_t>(Traits::kBlockM, params.seqlen_q - row0);
+        const int64_t count = tile::visible_key_tiles<Traits::kBlockN>(params.mask, row0, rows).count;
+        if (first < 0) first = count;
+        alike = alike && count == first;
+        tiles += count;
+    }
+    return !alike && tiles >= kLongItem * items ? 2 : std::numeric_limits<int>::max();
+}
+
 template <class Traits>
 void launch_forward_kernel(const AttnParams& params, void* workspace, const cudaDeviceProp& device,
                            cudaStream_t stream) {
@@ -724,8 +750,8 @@ void launch_forward_kernel(const AttnParams& params, void* workspace, const cuda
     const CUtensorMap o_map = make_tile_map(query_extent(params, params.o), params.dtype, 64);
     allow_shared_memory<kernel>(Traits::kSharedBytes);
     if (cudaMemsetAsync(next_item_counter, 0, sizeof(int), stream) != cudaSuccess) return;  // caller reports it
-    kernel<<<blocks, Traits::kThreads, Traits::kSharedBytes, stream>>>(params, next_item_counter, q_map, k_map, v_map,
-                                                                      o_map);
+    kernel<<<blocks, Traits::kThreads, Traits::kSharedBytes, stream>>>(params, claim_distance<Traits>(params),
+                                                                      next_item_counter, q_map, k_map, v_map, o_map);
 }
 
 // Query rows x keys that the forward with these traits computes for one head: every visible key
