@@ -715,9 +715,9 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
 // How many key tiles before the end of its current item the producer claims the next one. Where
 // the items differ in length (causal rows, windows: numbered longest first) and are long, late (2),
 // so that the blocks' last and shortest claims go to the blocks that finish first: D=128 N=16k
-// causal +4.1%, N=4k causal +3.2%, D=64 N=16k causal +2.3%. Where all items are alike there is
+// causal +3.9%, N=4k causal +2.1%, D=64 N=16k causal +1.9%. Where all items are alike there is
 // nothing to balance, and short items need their Q early: right after the first key tile (late
-// claims lost 2% at D=128 N=1k and 5.5% at D=64 N=1k). bench/NOTES.md, forward v15.
+// claims lost 1.5% at D=128 N=1k and 5.5% at D=64 N=1k). bench/NOTES.md, forward v15.
 template <class Traits>
 int claim_distance(const AttnParams& params) {
     constexpr int kLongItem = 8;  // key tiles, on average; N=1k causal averages 4-5
