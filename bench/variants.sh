@@ -4,11 +4,11 @@
 # Device time is short and machines often fail to start, so everything is compiled on this
 # machine (nvcc needs no GPU) and a device call only unpacks and times. Two halves:
 #
-#   bench/variants.sh build ARCHIVE [--tests NAME] NAME=REV[:CUDA_FLAGS] ...
+#   bench/variants.sh build ARCHIVE [--tests NAME[,NAME...]] NAME=REV[:CUDA_FLAGS] ...
 #       (here) builds the library of each revision into ARCHIVE (a .tar.xz): REV is any git
 #       revision, or "worktree" for the working tree as it is (tracked files, edits included);
 #       CUDA_FLAGS, if given, are extra nvcc flags (for instance -DSOME_SWITCH=1). --tests NAME also
-#       packs that build's test binaries (fattn_tests, hardening_edges) under bin/.
+#       packs that build's test binaries (fattn_tests, hardening_edges) under bin/NAME/.
 #   bench/variants.sh run ARCHIVE [ab_cuda.py arguments ...]
 #       (device) unpacks ARCHIVE and runs bench/ab_cuda.py with every packed library, in the
 #       order given to build (the first is the baseline), beside cuDNN.
@@ -51,7 +51,7 @@ build() {
             echo "$tree" > "$src/.tree"
         fi
         local targets=(fattn) options=(-DFATTN_BUILD_TESTS=OFF)
-        if [[ $name == "$tests" ]]; then
+        if [[ ,$tests, == *,$name,* ]]; then
             targets+=(fattn_tests hardening_edges)
             options=(-DFATTN_BUILD_TESTS=ON)
         fi
@@ -61,9 +61,9 @@ build() {
             "-DCMAKE_CUDA_FLAGS=$flags" > "$work/configure-$name.log"
         ninja -C "$bld" "${targets[@]}" > "$work/build-$name.log" || { tail -30 "$work/build-$name.log"; exit 1; }
         cp "$bld/src/libfattn.so.0" "$work/pack/libs/$name.so"
-        if [[ $name == "$tests" ]]; then
-            mkdir -p "$work/pack/bin"
-            cp "$bld/tests/fattn_tests" "$bld/tests/hardening/hardening_edges" "$work/pack/bin/"
+        if [[ ,$tests, == *,$name,* ]]; then
+            mkdir -p "$work/pack/bin/$name"
+            cp "$bld/tests/fattn_tests" "$bld/tests/hardening/hardening_edges" "$work/pack/bin/$name/"
         fi
         order+=("$name")
     done
