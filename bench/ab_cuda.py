@@ -50,6 +50,7 @@ def main():
     parser.add_argument("--backward", action="store_true", help="time the backward instead of the forward")
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--warmup-seconds", type=float, default=0.1, help="and at least this long")
     parser.add_argument("--iters", type=int, default=10)
     parser.add_argument("--allow-wrong", action="store_true", help="time builds whose output differs too")
     args = parser.parse_args()
@@ -91,7 +92,7 @@ def main():
         samples = {name: [] for name in timed}
         for _ in range(args.rounds):
             for name in timed:
-                samples[name].append(flops / bc.time_ms(calls[name], args.warmup, args.iters) / 1e9)
+                samples[name].append(flops / bc.time_ms(calls[name], args) / 1e9)
         medians = {name: statistics.median(values) for name, values in samples.items()}
         base = medians.get(first)
         for name in calls:

@@ -31,6 +31,7 @@ import math
 import os
 import statistics
 import sys
+import time
 
 import torch
 import torch.nn.functional as F
@@ -241,12 +242,20 @@ def verify(lib, dtypes):
 
 
 # ---- bench ---------------------------------------------------------------------------------------
-def time_ms(fn, warmup, iters):
-    """Median of per-call CUDA-event timings after `warmup` calls."""
-    for _ in range(warmup):
+def time_ms(fn, args):
+    """Median of args.iters per-call CUDA-event timings after warm-up: at least args.warmup calls,
+    and at least args.warmup_seconds of them. A count alone is 3 ms at the grid's shortest rows,
+    too short for the clocks to settle after the idle moment before a row, so whichever library
+    went first there was timed at lower clocks (bench/NOTES.md, fifteenth session)."""
+    start = time.perf_counter()
+    calls = 0
+    while calls < args.warmup or time.perf_counter() - start < args.warmup_seconds:
         fn()
-    starts = [torch.cuda.Event(enable_timing=True) for _ in range(iters)]
-    ends = [torch.cuda.Event(enable_timing=True) for _ in range(iters)]
+        calls += 1
+        if calls % 8 == 0:
+            torch.cuda.synchronize()
+    starts = [torch.cuda.Event(enable_timing=True) for _ in range(args.iters)]
+    ends = [torch.cuda.Event(enable_timing=True) for _ in range(args.iters)]
     for s, e in zip(starts, ends):
         s.record()
         fn()
@@ -318,9 +327,9 @@ def bench(lib, args):
                 err, flash_err = check_row(lib, q, k, v, o, causal, scale, flash_out)
                 row = dict(dtype=str(dtype)[6:], head_dim=d, seqlen=n, batch=b, heads=h, causal=causal,
                            rel_err=err, flash_rel_err=flash_err)
-                t = dict(fattn=time_ms(fattn_fwd, args.warmup, args.iters))
+                t = dict(fattn=time_ms(fattn_fwd, args))
                 for name, backend in (("flash", SDPBackend.FLASH_ATTENTION), ("cudnn", SDPBackend.CUDNN_ATTENTION)):
-                    t[name] = time_ms(lambda: sdpa(backend, q, k, v, causal), args.warmup, args.iters)
+                    t[name] = time_ms(lambda: sdpa(backend, q, k, v, causal), args)
                 row["fwd_tflops"] = {key: flops / ms / 1e9 for key, ms in t.items()}
                 if args.forward_only:
                     row["bwd_tflops"], backward_note = {}, "--forward-only"
@@ -344,12 +353,12 @@ def bench_backward(lib, q, k, v, o, do, lse, causal, scale, flops, args):
     fattn_bwd = lambda: lib.backward(q, k, v, o, do, lse, dq, dk, dv, "bnhd", causal, (-1, -1), scale)
     try:
         fattn_bwd()
-        result["fattn"] = flops / time_ms(fattn_bwd, args.warmup, args.iters) / 1e9
+        result["fattn"] = flops / time_ms(fattn_bwd, args) / 1e9
     except FattnError as error:
         note = str(error)
     for name, backend in (("flash", SDPBackend.FLASH_ATTENTION), ("cudnn", SDPBackend.CUDNN_ATTENTION)):
         step = sdpa_backward_step(backend, q, k, v, do, causal)
-        result[name] = flops / time_ms(step, args.warmup, args.iters) / 1e9
+        result[name] = flops / time_ms(step, args) / 1e9
     return result, note
 
 
@@ -372,7 +381,8 @@ def write_results(rows, backward_note, args, device_name, version):
     base = os.path.join(out_dir, f"cuda-{card}-{stamp:%Y%m%d-%H%M}")
     meta = dict(card=device_name, date=stamp.isoformat(timespec="seconds"), fattn_version=version,
                 torch=torch.__version__, cudnn=torch.backends.cudnn.version(), layout="[B, N, H, D]",
-                timing=f"median of {args.iters} CUDA-event timings after {args.warmup} warm-up calls",
+                timing=f"median of {args.iters} CUDA-event timings after warm-up "
+                       f"(at least {args.warmup} calls and {args.warmup_seconds} s)",
                 flops="fwd 4*B*H*N*N*D (halved when causal), bwd 2.5x fwd", backward_note=backward_note)
     with open(base + ".json", "w") as f:
         json.dump(dict(meta, rows=rows), f, indent=1)
@@ -406,6 +416,7 @@ def main():
     parser.add_argument("--verify", action="store_true", help="run the feature sweep instead of the benchmark")
     parser.add_argument("--forward-only", action="store_true", help="time the forward only")
     parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--warmup-seconds", type=float, default=0.1, help="and at least this long (time_ms)")
     parser.add_argument("--iters", type=int, default=30)
     parser.add_argument("--out", help="output folder (default $OUT, else bench/results)")
     args = parser.parse_args()
