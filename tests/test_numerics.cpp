@@ -121,18 +121,27 @@ FATTN_SCENARIO("a larger problem (B=2, Hq=4, Hkv=2, N=512, D=128, causal)", larg
     check_problems(backend, "larger", problems);
 }
 
-FATTN_SCENARIO("long key rows at head_dim 128 (Hopper: the late P V wait, the value loader, late claims)", long_keys) {
+FATTN_SCENARIO("long key rows at head_dim 128 (Hopper: late P V wait, value loader, late claims, 160-key tiles)", long_keys) {
     // The Hopper forward at D=128 takes its late-wait kernel only where masks cut at most an eighth
     // of the visible key tiles (fwd_kernel.cuh, run_forward); the short and masked problems of the
     // other scenarios take the early one. 1100 keys: 9 tiles of 128, the last cut by the sequence
     // end. Causal 2000 x 2000: items of 1 to 16 tiles, 8.5 on average, one cut each, so the
     // producer claims each next item two tiles before the current one ends (claim_distance).
+    // Items of 32 or more tiles of 160 keys take the 160-key kernel with one Q slot: 200 queries
+    // over 5121 keys (33 tiles, the last holding one key), and causal 256 x 6000 (37 and 38 tiles,
+    // the last two of the first item cut by the diagonal); on CUDA only, since the CPU backend
+    // tiles these as it tiles 1100 keys, and they would take minutes of the sanitizer runs.
     // Fixed lengths, so that quick runs take those paths too.
     std::vector<Problem> problems;
     for (fattn_dtype_t dtype : {FATTN_DTYPE_F16, FATTN_DTYPE_BF16}) {
+        const Layout layout = dtype == FATTN_DTYPE_F16 ? Layout::BHND : Layout::BNHD;
         Problem problem(dtype, 300, 1100, 128);
-        problem.with_heads(2, 2, 1).with_layout(dtype == FATTN_DTYPE_F16 ? Layout::BHND : Layout::BNHD);
-        problems.push_back(problem);
+        problems.push_back(problem.with_heads(2, 2, 1).with_layout(layout));
+        if (backend != FATTN_BACKEND_CUDA) continue;
+        Problem wide(dtype, 200, 5121, 128);
+        problems.push_back(wide.with_heads(2, 2, 1).with_layout(layout));
+        Problem wide_causal(dtype, 256, 6000, 128);
+        problems.push_back(wide_causal.with_heads(1, 3, 1).with_layout(layout).causal());
     }
     Problem causal(FATTN_DTYPE_BF16, 2000, 2000, 128);
     problems.push_back(causal.with_heads(1, 2, 1).causal());

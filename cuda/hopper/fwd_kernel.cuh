@@ -8,12 +8,13 @@
 // roles:
 //   producer  (warpgroup 0, registers lowered by setmaxnreg): one thread claims the items,
 //             describes each in a ring of work slots (its tiling, computed once), and issues the
-//             TMA copies: each item's Q tile into one of two Q slots, then each visible K and V
-//             tile, first tile first (step_key_tile says why), into a kStages-deep ring of
-//             shared-memory stages that runs on across items. Each stage (and Q slot) has a "full"
-//             mbarrier that the copy completes (counted in bytes) and an "empty" one the consumer
-//             warps arrive on. At D=128 V has its own loader thread (the warpgroup's last warp;
-//             ForwardTraits::kValueLoader says why), and the producer issues Q and K only.
+//             TMA copies: each item's Q tile into a Q slot (two, or one beside 160-key tiles),
+//             then each visible K and V tile, first tile first (step_key_tile says why), into a
+//             kStages-deep ring of shared-memory stages that runs on across items. Each stage (and
+//             Q slot) has a "full" mbarrier that the copy completes (counted in bytes) and an
+//             "empty" one the consumer warps arrive on. At D=128 V has its own loader thread (the
+//             warpgroup's last warp; ForwardTraits::kValueLoader says why), and the producer
+//             issues Q and K only.
 //   cleaners  (warps 1..3 of warpgroup 0, 1..2 beside a value loader): follow the same items and
 //             tiles; a masked tile's V has its NaNs and infinities replaced by 0 (P is exactly 0
 //             there, and 0 * NaN is NaN) before its "clean" mbarrier lets the consumers read it,
@@ -21,7 +22,7 @@
 //             see them after the loop, as the sm_80 kernel does. Off the consumers' path, so
 //             their groups never meet.
 //   consumers (warpgroups 1..kConsumers, registers raised): each owns 64 query rows. Per tile:
-//             S = Q K^T         wgmma m64n128k16, Q and K from shared memory (K-major)
+//             S = Q K^T         wgmma m64nNk16 (N = kBlockN), Q and K from shared memory (K-major)
 //             mask S (tiles that straddle a mask bound only, as in fwd_kernel.cuh)
 //             online softmax in base 2, P = exp2(S * scale_log2 - m * scale_log2) (fwd_softmax.cuh)
 //             O = O * correction + P V   wgmma m64nDk16, P from registers, V MN-major
@@ -35,8 +36,8 @@
 //
 // Layouts. Global tensors are any-strided [batch, head, row, head_dim] that TMA can address
 // (tensor_map.h: 16-byte aligned, strides multiples of 16 bytes); others use the sm_80 kernels.
-// Shared tiles are 128-byte swizzled (sm90.cuh): two Q slots of kBlockM x D, per stage K and V
-// 128 x D, and per consumer group a 64 x D O tile.
+// Shared tiles are 128-byte swizzled (sm90.cuh): kQSlots Q slots of kBlockM x D, per stage K and
+// V kBlockN x D, and per consumer group a 64 x D O tile.
 // TMA fills rows past the sequence and columns past head_dim with zeros. Each group writes its O
 // rows into its O tile and one thread stores the tile by TMA, which skips rows past seqlen_q and
 // columns past head_dim; lse is written from registers.
@@ -45,9 +46,11 @@
 //   kHeadDim  kBlockM x kBlockN  consumers  threads  registers (producer / consumer)  shared memory  spill stores
 //   64        192 x 128          3          512      32 / 160                         136 KB         108 B
 //   64        128 x 128          2          384      24 / 240                         112 KB         196 B
-//   128       128 x 128          2          384      24 / 240                         224 KB         212 B
+//   128       128 x 128          2          384      24 / 240                         224 KB         220 B
+//   128       128 x 160          2          384      24 / 240                         224 KB         292 B
 // The spills are in the producer warpgroup and at item boundaries; the main loop has none.
-// At D=64 run_forward picks between the first two by the elements each would compute.
+// At D=64 run_forward picks between the first two by the elements each would compute, at D=128
+// by the items' length (160-key tiles leave room for one Q slot only).
 #pragma once
 
 #include <cuda.h>
@@ -80,19 +83,20 @@ struct WorkSlot {
 };
 constexpr int kWorkSlots = 4;
 
-// Q has two slots, taken by work items in turn (item_round % 2), so that the next item's Q is in
-// place when the consumers issue its first Q K^T with the current item's last P V.
-template <int kStages, int kCleanerWarps>
+// Q has kQSlots slots, taken by work items in turn (item_round % kQSlots). With two, the next
+// item's Q is in place when the consumers issue its first Q K^T with the current item's last P V;
+// with one (ForwardTraits says where), it is loaded once the current item's last S has landed.
+template <int kStages, int kCleanerWarps, int kQSlots>
 struct ForwardBarriers {
     WorkSlot work_slots[kWorkSlots];
     uint64_t work_ready[kWorkSlots];  // the slot described: the value loader's signal, ahead of Q
     uint64_t work_free[kWorkSlots];   // one arrival per consumer warp, and by the value loader
-    uint64_t q_full[2];               // also publishes the item's work slot
+    uint64_t q_full[kQSlots];         // also publishes the item's work slot
     // One arrival per consumer warp after its last Q K^T of a work item, and per cleaner warp once
     // it has read the work slot: the cleaners run behind the consumers, and without theirs the
     // producer could complete q_full twice more (two more items' Q) before a cleaner waits on it,
     // and a parity wait cannot tell that from none.
-    uint64_t q_empty[2];
+    uint64_t q_empty[kQSlots];
     uint64_t key_full[kStages];
     uint64_t key_empty[kStages];  // one arrival per consumer warp
     uint64_t value_full[kStages];
@@ -105,13 +109,19 @@ struct ForwardBarriers {
 // are short next to their softmax, and a third group keeps more tensor work in flight to hide it;
 // run_forward takes two where the mask would waste too much of 192-row tiles.
 template <int kHeadDim_, typename Element_, int kConsumers_ = (kHeadDim_ <= 64 ? 3 : 2),
-          bool kLateValuesWait_ = kHeadDim_ == 128>
+          bool kLateValuesWait_ = kHeadDim_ == 128, int kBlockN_ = 128>
 struct ForwardTraits {
     using Element = Element_;
     static constexpr int kHeadDim = kHeadDim_;
     static constexpr int kConsumers = kConsumers_;
     static constexpr int kBlockM = 64 * kConsumers;
-    static constexpr int kBlockN = 128;
+    // 128 keys, or 160 for long rows at D=128 (run_forward picks): 25% more products per step for
+    // the same per-step bookkeeping, and S (80 registers), P (40) and O (64) still fit the
+    // consumers' 240 without spills in the loop.
+    static constexpr int kBlockN = kBlockN_;
+    // Two Q slots, except beside 160-key stages: two Q slots, two K and two V stages of 160 keys
+    // and the O tiles would take 256 KB, over the 227 KB a block can have.
+    static constexpr int kQSlots = kBlockN == 128 ? 2 : 1;
     static constexpr int kThreads = 128 * (1 + kConsumers);
     static constexpr int kConsumerThreads = 128 * kConsumers;
     // Whether a group waits for its previous P V after its softmax (forward v14) rather than
@@ -149,14 +159,15 @@ struct ForwardTraits {
     using QTile = SwizzledTile<kBlockM, kHeadDim>;
     using KVTile = SwizzledTile<kBlockN, kHeadDim>;
     using OTile = SwizzledTile<64, kHeadDim>;  // a group's O rows, staged for their TMA store
-    static constexpr uint32_t kKOffset = 2 * QTile::kBytes;  // two Q slots
+    static constexpr uint32_t kKOffset = kQSlots * QTile::kBytes;
     static constexpr uint32_t kVOffset = kKOffset + kStages * KVTile::kBytes;
     static constexpr uint32_t kOOffset = kVOffset + kStages * KVTile::kBytes;
     static constexpr uint32_t kBarrierOffset = kOOffset + kConsumers * OTile::kBytes;
-    using Barriers = ForwardBarriers<kStages, kCleanerWarps>;
+    using Barriers = ForwardBarriers<kStages, kCleanerWarps, kQSlots>;
     // + 1024: the dynamic shared memory is aligned up to a swizzle atom in the kernel.
     static constexpr int kSharedBytes = static_cast<int>(kBarrierOffset + sizeof(Barriers) + 1024);
     static_assert(kHeadDim == 64 || kHeadDim == 128, "wgmma shapes instantiated in sm90.cuh");
+    static_assert(kBlockN == 128 || (kBlockN == 160 && kHeadDim == 128), "wgmma shapes instantiated in sm90.cuh");
 };
 
 // Work items (query tiles of kBlockM rows, numbered as tile::query_tile_block numbers them).
@@ -196,9 +207,10 @@ __device__ __forceinline__ void load_key_tile(uint64_t& empty, uint64_t& full, u
 // consumers with Q (q_full), then K and V (or K only, beside a value loader) of every visible key
 // tile in step order. The next item is claimed, described and its Q loaded `claim_ahead` key
 // tiles before the current item's end, or right after its first key tile if it has fewer
-// (claim_distance says which): its Q slot is free by then (the item before the current one has
-// had its last S), and Q, read from DRAM, lands ahead of its first S instead of the two tiles the
-// stage ring runs ahead. `iteration` counts key tiles over all items, so the stage ring runs on
+// (claim_distance says which): with two Q slots its slot is free by then (the item before the
+// current one has had its last S), and Q, read from DRAM, lands ahead of its first S instead of the
+// two tiles the stage ring runs ahead; with one, the claim follows the item's last K tile and its Q
+// waits for that tile's S. `iteration` counts key tiles over all items, so the stage ring runs on
 // across items and the next item's tiles load during this one's end.
 template <class Traits>
 __device__ __forceinline__ void produce_tiles(typename Traits::Barriers& barriers, unsigned char* shared,
@@ -215,7 +227,8 @@ __device__ __forceinline__ void produce_tiles(typename Traits::Barriers& barrier
     // Describes `item` as the item of `item_round` and loads its Q, or marks the block's work
     // done (the slot is published by the arrive on q_full); returns whether there was an item.
     const auto start_item = [&](uint32_t item_round) {
-        const uint32_t slot = item_round % 2;
+        const uint32_t slot = item_round % Traits::kQSlots;
+        const uint32_t slot_phase = (item_round / Traits::kQSlots) & 1;
         WorkSlot& described = barriers.work_slots[item_round % kWorkSlots];
         mbarrier_wait(&barriers.work_free[item_round % kWorkSlots], ((item_round / kWorkSlots) & 1) ^ 1);
         described.done = item >= items;
@@ -224,14 +237,14 @@ __device__ __forceinline__ void produce_tiles(typename Traits::Barriers& barrier
             // The done marker completes q_full too, so like a Q load it first waits until every
             // reader has passed the slot's previous phase: a phase completed twice ahead of a
             // waiter (a cleaner warp running late) leaves its parity wait hanging.
-            mbarrier_wait(&barriers.q_empty[slot], ((item_round / 2) & 1) ^ 1);
+            mbarrier_wait(&barriers.q_empty[slot], slot_phase ^ 1);
             mbarrier_arrive(&barriers.q_full[slot]);
             return false;
         }
         const tile::QueryTileBlock work = tile::query_tile_block<Traits::kBlockM, Traits::kBlockN>(params, item);
         described.work = work;
         if constexpr (Traits::kValueLoader) mbarrier_arrive(&barriers.work_ready[item_round % kWorkSlots]);
-        mbarrier_wait(&barriers.q_empty[slot], ((item_round / 2) & 1) ^ 1);
+        mbarrier_wait(&barriers.q_empty[slot], slot_phase ^ 1);
         mbarrier_arrive_expect_bytes(&barriers.q_full[slot], Traits::QTile::kBytes);
 #pragma unroll
         for (int block = 0; block < kColumnBlocks; ++block)
@@ -321,11 +334,11 @@ __device__ __forceinline__ void clean_values(typename Traits::Barriers& barriers
     const int lane = thread % 32;
     uint32_t iteration = 0;
     for (uint32_t item_round = 0;; ++item_round) {
-        mbarrier_wait(&barriers.q_full[item_round % 2], (item_round / 2) & 1);
+        mbarrier_wait(&barriers.q_full[item_round % Traits::kQSlots], (item_round / Traits::kQSlots) & 1);
         const WorkSlot& described = barriers.work_slots[item_round % kWorkSlots];
         if (described.done) return;
         const tile::QueryTileBlock work = described.work;
-        warp_arrive(&barriers.q_empty[item_round % 2], lane);
+        warp_arrive(&barriers.q_empty[item_round % Traits::kQSlots], lane);
         for (int64_t i = 0; i < work.key_tiles; ++i, ++iteration) {
             const int stage = static_cast<int>(iteration % Traits::kStages);
             mbarrier_wait(&barriers.value_full[stage], (iteration / Traits::kStages) & 1);
@@ -519,7 +532,7 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
             mbarrier_init(&barriers.work_ready[slot], 1);
             mbarrier_init(&barriers.work_free[slot], kConsumerWarps + (Traits::kValueLoader ? 1 : 0));
         }
-        for (int slot = 0; slot < 2; ++slot) {
+        for (int slot = 0; slot < Traits::kQSlots; ++slot) {
             mbarrier_init(&barriers.q_full[slot], 1);
             mbarrier_init(&barriers.q_empty[slot], kConsumerWarps + kCleanerWarps);
         }
@@ -662,8 +675,8 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
     constexpr uint32_t kNone = 0xffffffffu;
     uint32_t pending_round = kNone;  // the round of the item whose last P V is still to be issued
     for (uint32_t item_round = 0;; ++item_round) {
-        q_slot = item_round % 2;
-        mbarrier_wait(&barriers.q_full[q_slot], (item_round / 2) & 1);
+        q_slot = item_round % Traits::kQSlots;
+        mbarrier_wait(&barriers.q_full[q_slot], (item_round / Traits::kQSlots) & 1);
         const WorkSlot& described = barriers.work_slots[item_round % kWorkSlots];
         if (described.done) break;
         if (described.work.key_tiles == 0) {  // rows before a window, or no keys at all: zeros and -inf
@@ -712,27 +725,40 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
 #endif
 }
 
+// One head's work items under these traits, counted on the host for the launch's choices.
+struct ItemTiles {
+    int64_t items = 0;
+    int64_t tiles = 0;   // visible key tiles over all items
+    bool alike = true;   // every item has as many
+};
+template <class Traits>
+ItemTiles item_tiles(const AttnParams& params) {
+    ItemTiles counts;
+    int64_t first = -1;
+    for (int64_t row0 = 0; row0 < params.seqlen_q; row0 += Traits::kBlockM, ++counts.items) {
+        const int64_t rows = std::min<int64_t>(Traits::kBlockM, params.seqlen_q - row0);
+        const int64_t count = tile::visible_key_tiles<Traits::kBlockN>(params.mask, row0, rows).count;
+        if (first < 0) first = count;
+        counts.alike = counts.alike && count == first;
+        counts.tiles += count;
+    }
+    return counts;
+}
+
 // How many key tiles before the end of its current item the producer claims the next one. Where
 // the items differ in length (causal rows, windows: numbered longest first) and are long, late (2),
 // so that the blocks' last and shortest claims go to the blocks that finish first: D=128 N=16k
 // causal +3.9%, N=4k causal +2.1%, D=64 N=16k causal +1.9%. Where all items are alike there is
 // nothing to balance, and short items need their Q early: right after the first key tile (late
-// claims lost 1.5% at D=128 N=1k and 5.5% at D=64 N=1k). bench/NOTES.md, forward v15.
+// claims lost 1.5% at D=128 N=1k and 5.5% at D=64 N=1k). bench/NOTES.md, forward v15. With one Q
+// slot there is no choice: the slot is free only once the current item's last S has landed, which
+// needs its last K tile, so the claim follows that tile's load (1).
 template <class Traits>
 int claim_distance(const AttnParams& params) {
+    if constexpr (Traits::kQSlots == 1) return 1;
     constexpr int kLongItem = 8;  // key tiles, on average; N=1k causal averages 4-5
-    int64_t first = -1;
-    bool alike = true;
-    int64_t tiles = 0;
-    int64_t items = 0;
-    for (int64_t row0 = 0; row0 < params.seqlen_q; row0 += Traits::kBlockM, ++items) {
-        const int64_t rows = std::min<int64_t>(Traits::kBlockM, params.seqlen_q - row0);
-        const int64_t count = tile::visible_key_tiles<Traits::kBlockN>(params.mask, row0, rows).count;
-        if (first < 0) first = count;
-        alike = alike && count == first;
-        tiles += count;
-    }
-    return !alike && tiles >= kLongItem * items ? 2 : std::numeric_limits<int>::max();
+    const ItemTiles counts = item_tiles<Traits>(params);
+    return !counts.alike && counts.tiles >= kLongItem * counts.items ? 2 : std::numeric_limits<int>::max();
 }
 
 template <class Traits>
@@ -756,16 +782,10 @@ void launch_forward_kernel(const AttnParams& params, void* workspace, const cuda
 
 // Query rows x keys that the forward with these traits computes for one head: every visible key
 // tile of every query tile, whole (the mask's cut tiles and the padding past the sequence
-// included). Host side, one pass over the query tiles.
+// included).
 template <class Traits>
 int64_t computed_elements(const AttnParams& params) {
-    int64_t elements = 0;
-    for (int64_t row0 = 0; row0 < params.seqlen_q; row0 += Traits::kBlockM) {
-        const int64_t rows = std::min<int64_t>(Traits::kBlockM, params.seqlen_q - row0);
-        elements += tile::visible_key_tiles<Traits::kBlockN>(params.mask, row0, rows).count * Traits::kBlockN *
-                    Traits::kBlockM;
-    }
-    return elements;
+    return item_tiles<Traits>(params).tiles * Traits::kBlockN * Traits::kBlockM;
 }
 
 // The share of the visible key tiles, over one head's work items, that a mask cuts (a causal
@@ -810,6 +830,17 @@ void run_forward(const AttnParams& params, void* workspace, const cudaDeviceProp
         using EarlyWait = ForwardTraits<kHeadDim, Element, 2, false>;
         if (masked_tile_share<LateWait>(params) > 0.125)
             return launch_forward_kernel<EarlyWait>(params, workspace, device, stream);
+        // 160-key tiles (one Q slot) where the items are long: bf16 N=16k +3.2%, causal +2.9%, N=8k
+        // +0.7%, but N=4k -0.4 to -0.9% and, in an earlier probe, N=2k -2% and N=1k -14%, where each
+        // item's Q load, no longer hidden by a second slot, weighs more (bench/NOTES.md, forward
+        // v16). Taken where the items average at least 32 tiles of 160 keys and the wider tiles
+        // compute at most 2% more elements than 128-key ones.
+        using WideKeys = ForwardTraits<kHeadDim, Element, 2, true, 160>;
+        constexpr int kWideItemTiles = 32;
+        const ItemTiles wide = item_tiles<WideKeys>(params);
+        if (wide.tiles >= kWideItemTiles * wide.items &&
+            computed_elements<WideKeys>(params) * 100 <= computed_elements<LateWait>(params) * 102)
+            return launch_forward_kernel<WideKeys>(params, workspace, device, stream);
         launch_forward_kernel<LateWait>(params, workspace, device, stream);
     }
 }

@@ -282,6 +282,7 @@ __device__ __forceinline__ void fence_accumulators(float (&d)[N]) {
         "+f"(d[i + 7])
 #define FATTN_ACC32(d) FATTN_ACC8(d, 0), FATTN_ACC8(d, 8), FATTN_ACC8(d, 16), FATTN_ACC8(d, 24)
 #define FATTN_ACC64(d) FATTN_ACC32(d), FATTN_ACC8(d, 32), FATTN_ACC8(d, 40), FATTN_ACC8(d, 48), FATTN_ACC8(d, 56)
+#define FATTN_ACC80(d) FATTN_ACC64(d), FATTN_ACC8(d, 64), FATTN_ACC8(d, 72)
 #define FATTN_REGS32                                                                                           \
     "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, " \
     "%23, %24, %25, %26, %27, %28, %29, %30, %31}"
@@ -289,8 +290,14 @@ __device__ __forceinline__ void fence_accumulators(float (&d)[N]) {
     "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, " \
     "%23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, "  \
     "%44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}"
+#define FATTN_REGS80                                                                                           \
+    "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, " \
+    "%23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, "  \
+    "%44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63, %64, "  \
+    "%65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, %79}"
 
-// wgmma.m64nNk16 with fp32 accumulators for N = 64 and 128 and Element __half or __nv_bfloat16.
+// wgmma.m64nNk16 with fp32 accumulators for N = 64, 128 and 160 (the forward's wide key tiles) and
+// Element __half or __nv_bfloat16.
 // D is 64 x N, N / 2 registers per thread in the accumulator layout (fwd_softmax.cuh).
 template <int N, typename Element>
 struct Wgmma;
@@ -331,10 +338,16 @@ FATTN_DEFINE_WGMMA(128, __half, "f16", FATTN_REGS64, FATTN_ACC64, "%64", "%65", 
                    "{%64, %65, %66, %67}", "%68", "%69")
 FATTN_DEFINE_WGMMA(128, __nv_bfloat16, "bf16", FATTN_REGS64, FATTN_ACC64, "%64", "%65", "%66", "%67, %68",
                    "{%64, %65, %66, %67}", "%68", "%69")
+FATTN_DEFINE_WGMMA(160, __half, "f16", FATTN_REGS80, FATTN_ACC80, "%80", "%81", "%82", "%83, %84",
+                   "{%80, %81, %82, %83}", "%84", "%85")
+FATTN_DEFINE_WGMMA(160, __nv_bfloat16, "bf16", FATTN_REGS80, FATTN_ACC80, "%80", "%81", "%82", "%83, %84",
+                   "{%80, %81, %82, %83}", "%84", "%85")
 
 #undef FATTN_DEFINE_WGMMA
+#undef FATTN_REGS80
 #undef FATTN_REGS64
 #undef FATTN_REGS32
+#undef FATTN_ACC80
 #undef FATTN_ACC64
 #undef FATTN_ACC32
 #undef FATTN_ACC8
