@@ -6,7 +6,8 @@ Loads libfattn through ctypes (no bindings needed), wraps torch CUDA tensors as 
 
   bench (default)  times fattn forward and backward and, in the same process on the same card,
                    torch SDPA with the FLASH_ATTENTION (FlashAttention-2) and CUDNN_ATTENTION
-                   backends: median of per-call CUDA-event timings after warm-up, TFLOP/s
+                   backends: median of per-call CUDA-event timings after warm-up, over
+                   --rounds rounds that take turns in a rotated order (interleaved_ms), TFLOP/s
                    (forward 4*B*H*N*N*D, halved when causal; backward 2.5x that) and the ratio of
                    fattn to each peer. Grid of issue 3: D in {64, 128}, N in {1024, 4096, 16384},
                    B*N = 16384 tokens, H*D = 2048, causal and not, f16 and bf16. Every row is
@@ -244,9 +245,8 @@ def verify(lib, dtypes):
 # ---- bench ---------------------------------------------------------------------------------------
 def time_ms(fn, args):
     """Median of args.iters per-call CUDA-event timings after warm-up: at least args.warmup calls,
-    and at least args.warmup_seconds of them. A count alone is 3 ms at the grid's shortest rows,
-    too short for the clocks to settle after the idle moment before a row, so whichever library
-    went first there was timed at lower clocks (bench/NOTES.md, fifteenth session)."""
+    and at least args.warmup_seconds of them, so that the card's clock and power state is mostly
+    the one this call sustains rather than what ran before it (a pause, a heavier kernel)."""
     start = time.perf_counter()
     calls = 0
     while calls < args.warmup or time.perf_counter() - start < args.warmup_seconds:
@@ -262,6 +262,19 @@ def time_ms(fn, args):
         e.record()
     torch.cuda.synchronize()
     return statistics.median(s.elapsed_time(e) for s, e in zip(starts, ends))
+
+
+def interleaved_ms(calls, args):
+    """time_ms of every callable in `calls` (name -> callable), args.rounds times, the order
+    rotated each round so that each takes every position alike; the median per name. Timed once
+    each in a fixed order, the short rows' ratios moved by 10-15% with what ran just before
+    (bench/NOTES.md, fifteenth session)."""
+    names = list(calls)
+    samples = {name: [] for name in names}
+    for r in range(args.rounds):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            samples[name].append(time_ms(calls[name], args))
+    return {name: statistics.median(values) for name, values in samples.items()}
 
 
 def sdpa(backend, q, k, v, causal):
@@ -327,9 +340,9 @@ def bench(lib, args):
                 err, flash_err = check_row(lib, q, k, v, o, causal, scale, flash_out)
                 row = dict(dtype=str(dtype)[6:], head_dim=d, seqlen=n, batch=b, heads=h, causal=causal,
                            rel_err=err, flash_rel_err=flash_err)
-                t = dict(fattn=time_ms(fattn_fwd, args))
-                for name, backend in (("flash", SDPBackend.FLASH_ATTENTION), ("cudnn", SDPBackend.CUDNN_ATTENTION)):
-                    t[name] = time_ms(lambda: sdpa(backend, q, k, v, causal), args)
+                t = interleaved_ms(dict(fattn=fattn_fwd,
+                                        flash=lambda: sdpa(SDPBackend.FLASH_ATTENTION, q, k, v, causal),
+                                        cudnn=lambda: sdpa(SDPBackend.CUDNN_ATTENTION, q, k, v, causal)), args)
                 row["fwd_tflops"] = {key: flops / ms / 1e9 for key, ms in t.items()}
                 if args.forward_only:
                     row["bwd_tflops"], backward_note = {}, "--forward-only"
@@ -348,18 +361,17 @@ def bench(lib, args):
 def bench_backward(lib, q, k, v, o, do, lse, causal, scale, flops, args):
     """Backward TFLOP/s of fattn (when the library has a CUDA backward) and of the two SDPA
     backends, plus the reason fattn's was not timed (None when it was)."""
-    result, note = {}, None
+    calls, note = {}, None
     dq, dk, dv = (torch.empty_like(t) for t in (q, k, v))
     fattn_bwd = lambda: lib.backward(q, k, v, o, do, lse, dq, dk, dv, "bnhd", causal, (-1, -1), scale)
     try:
         fattn_bwd()
-        result["fattn"] = flops / time_ms(fattn_bwd, args) / 1e9
+        calls["fattn"] = fattn_bwd
     except FattnError as error:
         note = str(error)
     for name, backend in (("flash", SDPBackend.FLASH_ATTENTION), ("cudnn", SDPBackend.CUDNN_ATTENTION)):
-        step = sdpa_backward_step(backend, q, k, v, do, causal)
-        result[name] = flops / time_ms(step, args) / 1e9
-    return result, note
+        calls[name] = sdpa_backward_step(backend, q, k, v, do, causal)
+    return {name: flops / ms / 1e9 for name, ms in interleaved_ms(calls, args).items()}, note
 
 
 def format_row(row):
@@ -381,8 +393,9 @@ def write_results(rows, backward_note, args, device_name, version):
     base = os.path.join(out_dir, f"cuda-{card}-{stamp:%Y%m%d-%H%M}")
     meta = dict(card=device_name, date=stamp.isoformat(timespec="seconds"), fattn_version=version,
                 torch=torch.__version__, cudnn=torch.backends.cudnn.version(), layout="[B, N, H, D]",
-                timing=f"median of {args.iters} CUDA-event timings after warm-up "
-                       f"(at least {args.warmup} calls and {args.warmup_seconds} s)",
+                timing=f"median over {args.rounds} interleaved rounds of the median of {args.iters} "
+                       f"CUDA-event timings after warm-up (at least {args.warmup} calls and "
+                       f"{args.warmup_seconds} s)",
                 flops="fwd 4*B*H*N*N*D (halved when causal), bwd 2.5x fwd", backward_note=backward_note)
     with open(base + ".json", "w") as f:
         json.dump(dict(meta, rows=rows), f, indent=1)
@@ -418,6 +431,7 @@ def main():
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--warmup-seconds", type=float, default=0.1, help="and at least this long (time_ms)")
     parser.add_argument("--iters", type=int, default=30)
+    parser.add_argument("--rounds", type=int, default=6, help="interleaved rounds per row (interleaved_ms)")
     parser.add_argument("--out", help="output folder (default $OUT, else bench/results)")
     args = parser.parse_args()
     if not args.lib:
