@@ -129,8 +129,8 @@ FATTN_SCENARIO("long key rows at head_dim 128 (Hopper: late P V wait, value load
     // producer claims each next item two tiles before the current one ends (claim_distance).
     // Items of 32 or more tiles of 160 keys take the 160-key kernel with one Q slot: 200 queries
     // over 5121 keys (33 tiles, the last holding one key), and causal 256 x 6000 (37 and 38 tiles,
-    // the last two of the first item cut by the diagonal); on CUDA only, since the CPU backend
-    // tiles these as it tiles 1100 keys, and they would take minutes of the sanitizer runs.
+    // the last two of each cut by the diagonal); on CUDA only, since the CPU backend tiles these
+    // as it tiles 1100 keys, and they would take minutes of the sanitizer runs.
     // Fixed lengths, so that quick runs take those paths too.
     std::vector<Problem> problems;
     for (fattn_dtype_t dtype : {FATTN_DTYPE_F16, FATTN_DTYPE_BF16}) {
