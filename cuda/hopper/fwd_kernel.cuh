@@ -784,8 +784,12 @@ void launch_forward_kernel(const AttnParams& params, void* workspace, const cuda
 // tile of every query tile, whole (the mask's cut tiles and the padding past the sequence
 // included).
 template <class Traits>
+int64_t computed_elements(const ItemTiles& counts) {
+    return counts.tiles * Traits::kBlockN * Traits::kBlockM;
+}
+template <class Traits>
 int64_t computed_elements(const AttnParams& params) {
-    return item_tiles<Traits>(params).tiles * Traits::kBlockN * Traits::kBlockM;
+    return computed_elements<Traits>(item_tiles<Traits>(params));
 }
 
 // The share of the visible key tiles, over one head's work items, that a mask cuts (a causal
@@ -839,7 +843,7 @@ void run_forward(const AttnParams& params, void* workspace, const cudaDeviceProp
         constexpr int kWideItemTiles = 32;
         const ItemTiles wide = item_tiles<WideKeys>(params);
         if (wide.tiles >= kWideItemTiles * wide.items &&
-            computed_elements<WideKeys>(params) * 100 <= computed_elements<LateWait>(params) * 102)
+            computed_elements<WideKeys>(wide) * 100 <= computed_elements<LateWait>(params) * 102)
             return launch_forward_kernel<WideKeys>(params, workspace, device, stream);
         launch_forward_kernel<LateWait>(params, workspace, device, stream);
     }
