@@ -408,14 +408,16 @@ struct Consumer {
         return replaced;
     }
 
-    // O += P V for the value tile in `stage`, issued (the caller waits).
+    // O = P V (O += P V when accumulate) for the value tile in `stage`, issued (the caller waits).
     __device__ __forceinline__ void issue_values(float (&o)[Traits::kHeadDim / 2],
-                                                 const uint32_t (&p)[kBlockN / 16][4], int stage) const {
+                                                 const uint32_t (&p)[kBlockN / 16][4], int stage,
+                                                 bool accumulate) const {
         const uint32_t v_base = ptx::smem_address(shared) + Traits::kVOffset + stage * KVTile::kBytes;
         wgmma_fence();
 #pragma unroll
         for (int k_step = 0; k_step < kBlockN / 16; ++k_step)
-            Wgmma<Traits::kHeadDim, Element>::rs_mn(o, p[k_step], KVTile::mn_major(v_base, k_step));
+            Wgmma<Traits::kHeadDim, Element>::rs_mn(o, p[k_step], KVTile::mn_major(v_base, k_step),
+                                                    accumulate || k_step > 0);
         wgmma_commit();
     }
 
@@ -587,6 +589,9 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
         }
     };
     bool nonfinite_values = false;  // a masked tile of the item whose P V runs held a NaN or infinity in V
+    // The next P V is its item's first: it overwrites O (wgmma's scale-d 0) instead of adding to the
+    // previous item's, which saves clearing O's registers at every item boundary.
+    bool first_values = false;
 
     // Software pipeline over the key tiles of all the block's work items: tile i's S = Q K^T is
     // issued with tile i - 1's P V, and tile i's softmax runs while that P V is in flight; O is
@@ -633,7 +638,8 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
         prepare_previous_values();
         consumer.take_turn();
         consumer.issue_scores(s, stage, q_slot);
-        consumer.issue_values(o, p, previous_stage);
+        consumer.issue_values(o, p, previous_stage, !first_values);
+        first_values = false;
         consumer.pass_turn();
         wgmma_wait<1>();
         float finished_max[2], finished_sum[2];  // the finished item's row state; the new item starts afresh
@@ -651,7 +657,7 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
             scores_to_operand<Traits>(p, s);
             consumer.finish_item(params, o_map, finished_round, acc, finished_max, finished_sum, nonfinite_values);
             nonfinite_values = false;
-            clear_output();
+            first_values = true;
         } else if constexpr (Traits::kLateValuesWait) {
             // The wait in both arms of the softmax's vote: written once after the softmax, ptxas
             // hoists it above the exponentials (bench/sass_order.py shows where it went).
@@ -716,7 +722,8 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
     if (pending_round != kNone) {
         prepare_previous_values();
         consumer.take_turn();
-        consumer.issue_values(o, p, previous_stage);
+        consumer.issue_values(o, p, previous_stage, !first_values);
+        first_values = false;
         consumer.pass_turn();
         finish_previous_values();
         consumer.finish_item(params, o_map, pending_round, acc, acc.row_max[0], acc.row_sum[0], nonfinite_values);

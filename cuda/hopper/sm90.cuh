@@ -319,14 +319,15 @@ struct Wgmma;
         __device__ __forceinline__ static void ss_mn(float (&d)[N / 2], uint64_t a, uint64_t b, bool accumulate) { \
             ss<1, 1>(d, a, b, accumulate);                                                                    \
         }                                                                                                     \
-        /* D += A * B: A (64 x 16) from registers in the accumulator-derived fragment layout, B by a        \
-           descriptor, MN-major (its rows are the reduction dimension). */                                   \
-        __device__ __forceinline__ static void rs_mn(float (&d)[N / 2], const uint32_t (&a)[4], uint64_t b) {   \
+        /* D = A * B (+ D when accumulate): A (64 x 16) from registers in the accumulator-derived         \
+           fragment layout, B by a descriptor, MN-major (its rows are the reduction dimension). */           \
+        __device__ __forceinline__ static void rs_mn(float (&d)[N / 2], const uint32_t (&a)[4], uint64_t b,     \
+                                                     bool accumulate = true) {                                \
             asm volatile("{\n .reg .pred p;\n setp.ne.b32 p, " SCALE_RS ", 0;\n"                               \
                          " wgmma.mma_async.sync.aligned.m64n" #N "k16.f32." NAME "." NAME " " REGS ", " A_RS       \
                          ", " B_RS ", p, 1, 1, 1;\n}\n"                                                        \
                          : ACC(d)                                                                             \
-                         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(1));                      \
+                         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(static_cast<int>(accumulate))); \
         }                                                                                                     \
     };
 
