@@ -44,9 +44,9 @@
 //
 // Tile sizes and resources (ptxas -v, nvcc 13.0, sm_90a; measurements in bench/NOTES.md):
 //   kHeadDim  kBlockM x kBlockN  consumers  threads  registers (producer / consumer)  shared memory  spill stores
-//   64        192 x 128          3          512      32 / 160                         136 KB         108 B
-//   64        128 x 128          2          384      24 / 240                         112 KB         196 B
-//   128       128 x 128          2          384      24 / 240                         224 KB         220 B
+//   64        192 x 128          3          512      32 / 160                         136 KB         116 B
+//   64        128 x 128          2          384      56 / 224                         112 KB         0
+//   128       128 x 128          2          384      56 / 224                         224 KB         4 B
 //   128       128 x 160          2          384      24 / 240                         224 KB         292 B
 // The spills are in the producer warpgroup and at item boundaries; the main loop has none.
 // At D=64 run_forward picks between the first two by the elements each would compute, at D=128
@@ -139,12 +139,14 @@ struct ForwardTraits {
     // setmaxnreg moves registers from the producer to the consumers within what the block got at
     // launch (the per-thread cap of __launch_bounds__(kThreads, 1), in steps of 8): 168 x 384 or
     // 128 x 512. If the consumers asked for more than the producer freed, their setmaxnreg.inc would
-    // wait forever (a first version asked for 32 + 2 x 240 and hung). The producer warpgroup (the
-    // producer thread's scheduling arithmetic and the cleaners) gets 32, or 24 at two groups so that
-    // the consumers keep 240; it spills a few words there, off the consumers' path.
+    // wait forever (a first version asked for 32 + 2 x 240 and hung). Three groups: 32 for the
+    // producer warpgroup (the producer thread's scheduling arithmetic and the cleaners), 160 each.
+    // Two groups with 128-key tiles: 56 and 224, which the consumers' loop fits as it fit 240, and
+    // with which neither role spills at the item boundary (at 24 the producer reloaded its state
+    // there, and ptxas spilled the consumers' too). 160-key tiles need 240 (S, P and O take 184).
     static constexpr int kLaunchRegisters = 65536 / kThreads / 8 * 8;
-    static constexpr int kProducerRegisters = kConsumers == 3 ? 32 : 24;
-    static constexpr int kConsumerRegisters = kConsumers == 3 ? 160 : 240;
+    static constexpr int kProducerRegisters = kConsumers == 3 ? 32 : kBlockN == 128 ? 56 : 24;
+    static constexpr int kConsumerRegisters = kConsumers == 3 ? 160 : kBlockN == 128 ? 224 : 240;
     static_assert(kProducerRegisters + kConsumers * kConsumerRegisters <= (1 + kConsumers) * kLaunchRegisters,
                   "setmaxnreg can only redistribute the registers the block was launched with");
     // fwd_softmax.cuh's per-warp view: each warp of a consumer group owns one 16-row tile.
