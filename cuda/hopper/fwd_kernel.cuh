@@ -139,14 +139,16 @@ struct ForwardTraits {
     // setmaxnreg moves registers from the producer to the consumers within what the block got at
     // launch (the per-thread cap of __launch_bounds__(kThreads, 1), in steps of 8): 168 x 384 or
     // 128 x 512. If the consumers asked for more than the producer freed, their setmaxnreg.inc would
-    // wait forever (a first version asked for 32 + 2 x 240 and hung). Three groups: 32 for the
-    // producer warpgroup (the producer thread's scheduling arithmetic and the cleaners), 160 each.
-    // Two groups with 128-key tiles: 56 and 224, which the consumers' loop fits as it fit 240, and
-    // with which neither role spills at the item boundary (at 24 the producer reloaded its state
-    // there, and ptxas spilled the consumers' too). 160-key tiles need 240 (S, P and O take 184).
+    // wait forever (a first version asked for 32 + 2 x 240 and hung), so the consumers get what the
+    // producer warpgroup leaves. That warpgroup (the producer thread's scheduling arithmetic and the
+    // cleaners) takes 32 beside three groups (160 each); beside two groups with 128-key tiles 56
+    // (224 each: the consumers' loop fits as it fit 240, and neither role spills at the item
+    // boundary, where at 24 the producer reloaded its state and ptxas spilled the consumers' too);
+    // beside 160-key tiles 24, as they need 240 (S, P and O take 184).
     static constexpr int kLaunchRegisters = 65536 / kThreads / 8 * 8;
     static constexpr int kProducerRegisters = kConsumers == 3 ? 32 : kBlockN == 128 ? 56 : 24;
-    static constexpr int kConsumerRegisters = kConsumers == 3 ? 160 : kBlockN == 128 ? 224 : 240;
+    static constexpr int kConsumerRegisters =
+        ((1 + kConsumers) * kLaunchRegisters - kProducerRegisters) / kConsumers / 8 * 8;
     static_assert(kProducerRegisters + kConsumers * kConsumerRegisters <= (1 + kConsumers) * kLaunchRegisters,
                   "setmaxnreg can only redistribute the registers the block was launched with");
     // fwd_softmax.cuh's per-warp view: each warp of a consumer group owns one 16-row tile.
