@@ -10,11 +10,12 @@
 #   bash bench/experiments/measure.sh prepare
 # makes branches stsm, stsmu and halfdiag from the patches and builds the archives under .devcarry
 # (about 15 minutes on 2 cores). On the device, carrying .devcarry:
-#   bash bench/experiments/measure.sh run
+#   bash bench/experiments/measure.sh run [ab|tests]
 # times the backward of main (base), stsm, stsmu and a control copy of main, and the forward of
 # base, halfdiag and the control, interleaved beside cuDNN (bench/ab_cuda.py), prints paired
-# medians (paired.py), then runs the CUDA tests of stsmu and halfdiag and memcheck over the edge
-# suite's CUDA cases of halfdiag. Results and logs go to $OUT.
+# medians (paired.py) (part ab), then runs the CUDA tests of stsmu and halfdiag and memcheck over
+# the edge suite's CUDA cases of halfdiag (part tests); both parts unless one is named, for calls
+# where device time is short. Results and logs go to $OUT.
 set -u
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 here=$repo/bench/experiments
@@ -35,16 +36,21 @@ run)
     python3 -c "import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2])" .devcarry/bwd.tar.xz $W/b
     python3 -c "import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2])" .devcarry/fwd.tar.xz $W/f
     cp $W/b/libs/base.so $W/b/libs/ctrl.so
-    nvidia-smi --query-gpu=name,driver_version,clocks.sm,temperature.gpu --format=csv > $OUT/gpu.txt 2>&1
-    cd bench
-    L="--lib base=$W/b/libs/base.so --lib stsm=$W/b/libs/stsm.so --lib stsmu=$W/b/libs/stsmu.so --lib ctrl=$W/b/libs/ctrl.so"
-    timeout 150 python3 ab_cuda.py $L --backward --rounds 7 --shape 128,1024 --shape 128,1024,causal \
-        --shape 128,4096,causal --shape 128,16384 --shape 64,1024,causal --shape 64,4096 --shape 64,16384 > $OUT/ab.txt 2>&1
-    L="--lib base=$W/b/libs/base.so --lib half=$W/f/libs/half.so --lib ctrl=$W/b/libs/ctrl.so"
-    timeout 80 python3 ab_cuda.py $L --rounds 7 --shape 128,1024,causal --shape 64,1024,causal \
-        --shape 128,4096,causal --shape 64,4096,causal --shape 128,1024 >> $OUT/ab.txt 2>&1
-    for direction in bwd fwd; do python3 "$here/paired.py" $OUT/ab-$direction.json >> $OUT/paired.txt 2>&1; done
-    cd ..
+    part=${2:-all}
+    if [[ $part != tests ]]; then
+        nvidia-smi --query-gpu=name,driver_version,clocks.sm,temperature.gpu --format=csv > $OUT/gpu.txt 2>&1
+        cd bench
+        L="--lib base=$W/b/libs/base.so --lib stsm=$W/b/libs/stsm.so --lib stsmu=$W/b/libs/stsmu.so --lib ctrl=$W/b/libs/ctrl.so"
+        timeout 150 python3 ab_cuda.py $L --backward --rounds 7 --shape 128,1024 --shape 128,1024,causal \
+            --shape 128,4096,causal --shape 128,16384 --shape 64,1024,causal --shape 64,4096 --shape 64,16384 > $OUT/ab.txt 2>&1
+        L="--lib base=$W/b/libs/base.so --lib half=$W/f/libs/half.so --lib ctrl=$W/b/libs/ctrl.so"
+        timeout 80 python3 ab_cuda.py $L --rounds 7 --shape 128,1024,causal --shape 64,1024,causal \
+            --shape 128,4096,causal --shape 64,4096,causal --shape 128,1024 >> $OUT/ab.txt 2>&1
+        for direction in bwd fwd; do python3 "$here/paired.py" $OUT/ab-$direction.json >> $OUT/paired.txt 2>&1; done
+        cd ..
+        cat $OUT/paired.txt
+    fi
+    [[ $part == ab ]] && exit 0
     T=$OUT/tests.log; : > $T
     t() {
         local start=$SECONDS; echo "== $*" >> $T
@@ -58,7 +64,7 @@ run)
     t timeout 40 $W/f/bin/half/hardening_edges -tc="cuda:*"
     t timeout 40 $W/b/bin/stsmu/hardening_edges -tc="cuda:*"
     t timeout 60 compute-sanitizer --tool memcheck --error-exitcode 9 $W/f/bin/half/hardening_edges -tc="cuda:*"
-    cat $OUT/paired.txt $T
+    cat $T
     ;;
-*) sed -n 2,19p "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+*) sed -n 2,18p "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac
