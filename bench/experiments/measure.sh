@@ -37,6 +37,7 @@ run)
     python3 -c "import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2])" .devcarry/fwd.tar.xz $W/f
     cp $W/b/libs/base.so $W/b/libs/ctrl.so
     part=${2:-all}
+    export PYTHONUNBUFFERED=1  # a call cut off by its limit still returns the rows timed so far
     if [[ $part != tests ]]; then
         nvidia-smi --query-gpu=name,driver_version,clocks.sm,temperature.gpu --format=csv > $OUT/gpu.txt 2>&1
         cd bench
