@@ -9,7 +9,7 @@
 # Here (no GPU), from a clean main:
 #   bash bench/experiments/measure.sh prepare
 # makes branches stsm, stsmu and halfdiag from the patches and builds the archives under .devcarry
-# (about 15 minutes on 2 cores). On the device, carrying .devcarry:
+# (10-15 minutes on 2 cores). On the device, carrying .devcarry:
 #   bash bench/experiments/measure.sh run [ab|tests]
 # times the backward of main (base), stsm, stsmu and a control copy of main, and the forward of
 # base, halfdiag and the control, interleaved beside cuDNN (bench/ab_cuda.py), prints paired
@@ -32,19 +32,21 @@ prepare)
     ;;
 run)
     cd "$repo"
-    W=/tmp/fattn-experiments; rm -rf $W; mkdir -p $W/b $W/f
-    python3 -c "import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2])" .devcarry/bwd.tar.xz $W/b
-    python3 -c "import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2])" .devcarry/fwd.tar.xz $W/f
-    cp $W/b/libs/base.so $W/b/libs/ctrl.so
+    W=/tmp/fattn-experiments; rm -rf $W
+    for archive in bwd fwd; do
+        mkdir -p $W/$archive
+        python3 -c "import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2])" .devcarry/$archive.tar.xz $W/$archive
+    done
+    cp $W/bwd/libs/base.so $W/bwd/libs/ctrl.so
     part=${2:-all}
     export PYTHONUNBUFFERED=1  # a call cut off by its limit still returns the rows timed so far
     if [[ $part != tests ]]; then
         nvidia-smi --query-gpu=name,driver_version,clocks.sm,temperature.gpu --format=csv > $OUT/gpu.txt 2>&1
         cd bench
-        L="--lib base=$W/b/libs/base.so --lib stsm=$W/b/libs/stsm.so --lib stsmu=$W/b/libs/stsmu.so --lib ctrl=$W/b/libs/ctrl.so"
+        L="--lib base=$W/bwd/libs/base.so --lib stsm=$W/bwd/libs/stsm.so --lib stsmu=$W/bwd/libs/stsmu.so --lib ctrl=$W/bwd/libs/ctrl.so"
         timeout 150 python3 ab_cuda.py $L --backward --rounds 7 --shape 128,1024 --shape 128,1024,causal \
             --shape 128,4096,causal --shape 128,16384 --shape 64,1024,causal --shape 64,4096 --shape 64,16384 > $OUT/ab.txt 2>&1
-        L="--lib base=$W/b/libs/base.so --lib half=$W/f/libs/half.so --lib ctrl=$W/b/libs/ctrl.so"
+        L="--lib base=$W/bwd/libs/base.so --lib half=$W/fwd/libs/half.so --lib ctrl=$W/bwd/libs/ctrl.so"
         timeout 80 python3 ab_cuda.py $L --rounds 7 --shape 128,1024,causal --shape 64,1024,causal \
             --shape 128,4096,causal --shape 64,4096,causal --shape 128,1024 >> $OUT/ab.txt 2>&1
         for direction in bwd fwd; do python3 "$here/paired.py" $OUT/ab-$direction.json >> $OUT/paired.txt 2>&1; done
@@ -60,11 +62,11 @@ run)
         echo "rc=$rc $((SECONDS - start))s" >> $T
         [[ $rc == 0 ]] || tail -30 $W/last.log >> $T
     }
-    t timeout 60 $W/f/bin/half/fattn_tests -tc="cuda:*"
-    t timeout 60 $W/b/bin/stsmu/fattn_tests -tc="cuda:*"
-    t timeout 40 $W/f/bin/half/hardening_edges -tc="cuda:*"
-    t timeout 40 $W/b/bin/stsmu/hardening_edges -tc="cuda:*"
-    t timeout 60 compute-sanitizer --tool memcheck --error-exitcode 9 $W/f/bin/half/hardening_edges -tc="cuda:*"
+    t timeout 60 $W/fwd/bin/half/fattn_tests -tc="cuda:*"
+    t timeout 60 $W/bwd/bin/stsmu/fattn_tests -tc="cuda:*"
+    t timeout 40 $W/fwd/bin/half/hardening_edges -tc="cuda:*"
+    t timeout 40 $W/bwd/bin/stsmu/hardening_edges -tc="cuda:*"
+    t timeout 60 compute-sanitizer --tool memcheck --error-exitcode 9 $W/fwd/bin/half/hardening_edges -tc="cuda:*"
     cat $T
     ;;
 *) sed -n 2,18p "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
