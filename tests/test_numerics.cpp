@@ -167,6 +167,79 @@ FATTN_SCENARIO("more query tiles than a GPU has multiprocessors (persistent kern
     check_problems(backend, "many tiles", problems);
 }
 
+namespace {
+
+// Head `from_head` of batch 0 of `from` into every head of every batch of `to` (same sequence
+// length and head_dim).
+void copy_head_everywhere(const HostTensor& from, int64_t from_head, HostTensor& to) {
+    const Shape& shape = to.shape();
+    for (int64_t b = 0; b < shape[0]; ++b)
+        for (int64_t h = 0; h < shape[1]; ++h)
+            for (int64_t n = 0; n < shape[2]; ++n)
+                for (int64_t d = 0; d < shape[3]; ++d) to.store(to.offset(b, h, n, d), from.at(0, from_head, n, d));
+}
+
+// The first (batch, head, row, column) where `actual` differs from `expected`'s head 0, as text.
+std::string first_difference(const char* name, const HostTensor& actual, const HostTensor& expected) {
+    const Shape& shape = actual.shape();
+    for (int64_t b = 0; b < shape[0]; ++b)
+        for (int64_t h = 0; h < shape[1]; ++h)
+            for (int64_t n = 0; n < shape[2]; ++n)
+                for (int64_t d = 0; d < shape[3]; ++d)
+                    if (float_bits(actual.at(b, h, n, d)) != float_bits(expected.at(0, 0, n, d)))
+                        return std::string(name) + " differs at (" + std::to_string(b) + ", " + std::to_string(h) +
+                               ", " + std::to_string(n) + ", " + std::to_string(d) + ")";
+    return "";
+}
+
+}  // namespace
+
+FATTN_SCENARIO("heads that are copies of one head: the forward gives each the same bits, over many work items", copied_heads) {
+    // The forward computes each (query tile, head) in one block, in one order, so copies of a head
+    // must come out bit for bit alike whichever block takes them and after whatever item. The
+    // Hopper forward's consumer groups own 64 rows each of a 128- or 192-row work item; where
+    // seqlen_q leaves a group none, it passes the item's products (fwd_kernel.cuh, pass_steps) and
+    // rejoins the pipeline on its block's next item, which this checks over 160 heads. 300 rows:
+    // at D=64 two items of 192 (the second's third group empty) or, causal, three of 128 (the
+    // third's second group empty); at D=128 three of 128. 130 queries over 1100 and 5121 keys take
+    // D=128's late-wait and 160-key kernels (their second item: 2 rows). Each shape's one head is
+    // checked against the reference on fresh inputs first.
+    struct Case { int64_t head_dim, seqlen_q, seqlen_k; bool causal; };
+    std::vector<Case> cases = {{64, 300, 300, false}, {64, 300, 300, true}, {128, 300, 300, true}};
+    if (backend == FATTN_BACKEND_CUDA) {  // long rows: on the CPU, minutes of the sanitizer run for nothing new
+        cases.push_back({128, 130, 1100, false});
+        cases.push_back({128, 130, 5121, false});
+    }
+    const Handle handle(backend);
+    REQUIRE(handle.create_status() == FATTN_SUCCESS);
+    std::mt19937_64 rng = random_stream(std::string("copied heads") + backend_name(backend));
+    for (fattn_dtype_t dtype : {FATTN_DTYPE_F16, FATTN_DTYPE_BF16})
+        for (const Case& shape : cases) {
+            Problem one(dtype, shape.seqlen_q, shape.seqlen_k, shape.head_dim);
+            one.with_layout(dtype == FATTN_DTYPE_F16 ? Layout::BHND : Layout::BNHD);
+            if (shape.causal) one.causal();
+            const std::string failures = run_and_check(handle, one, rng);
+            CHECK_MESSAGE(failures.empty(), failures);
+            const ProblemTensors one_inputs(one, rng);
+            const Run single = execute(handle, one, one_inputs, Passes::Forward);
+            REQUIRE_MESSAGE(single.status == FATTN_SUCCESS, single.message);
+
+            Problem many = one;
+            if (backend == FATTN_BACKEND_CUDA) many.with_heads(4, 40, 8);  // 320-480 items: several per block
+            else many.with_heads(2, 4, 2);
+            ProblemTensors inputs(many, rng);
+            copy_head_everywhere(one_inputs.q, 0, inputs.q);
+            copy_head_everywhere(one_inputs.k, 0, inputs.k);
+            copy_head_everywhere(one_inputs.v, 0, inputs.v);
+            const Run copies = execute(handle, many, inputs, Passes::Forward);
+            REQUIRE_MESSAGE(copies.status == FATTN_SUCCESS, copies.message);
+            const std::string differences = first_difference("o", copies.tensors.o, single.tensors.o) +
+                                            first_difference("lse", copies.tensors.lse, single.tensors.lse);
+            const std::string context = run_context(handle, many);
+            CHECK_MESSAGE(differences.empty(), context << differences);
+        }
+}
+
 FATTN_SCENARIO("forward with lse = NULL writes the same o", forward_without_lse) {
     const Handle handle(backend);
     REQUIRE(handle.create_status() == FATTN_SUCCESS);

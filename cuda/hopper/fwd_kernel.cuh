@@ -30,7 +30,9 @@
 //             runs while that P V is in flight (at D=128 the wait for it follows the softmax),
 //             across items too (an item's first S goes with the previous item's last P V, whose
 //             rows are then written); the groups take turns issuing their wgmmas, so one group's
-//             softmax overlaps another's products.
+//             softmax overlaps another's products. A group whose 64 rows all lie past the
+//             sequence end (the last query tile of a head) computes only its item's first step
+//             and passes the rest (pass_steps).
 // The end is the sm_80 kernel's: O / rowsum,
 // lse = m * scale + ln(rowsum), rows with no visible key give zeros and -inf.
 //
@@ -46,8 +48,8 @@
 //   kHeadDim  kBlockM x kBlockN  consumers  threads  registers (producer / consumer)  shared memory  spill stores
 //   64        192 x 128          3          512      32 / 160                         136 KB         116 B
 //   64        128 x 128          2          384      56 / 224                         112 KB         0
-//   128       128 x 128          2          384      56 / 224                         224 KB         4 B
-//   128       128 x 160          2          384      24 / 240                         224 KB         292 B
+//   128       128 x 128          2          384      56 / 224                         224 KB         0
+//   128       128 x 160          2          384      24 / 240                         224 KB         300 B
 // The spills are in the producer warpgroup and at item boundaries; the main loop has none.
 // At D=64 run_forward picks between the first two by the elements each would compute, at D=128
 // by the items' length (160-key tiles leave room for one Q slot only).
@@ -682,6 +684,30 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
         ++iteration;
     };
 
+    // The steps after the first of an item whose rows are all past the sequence end for this group
+    // (the last query tile of a head, when seqlen_q leaves the group's 64 rows empty): its products
+    // are not needed, so the group keeps only the barriers and the turns in step, and the other
+    // groups' products run without its own between them. The item stays the pending one: its last
+    // P V (on whatever P holds) goes with the next item's first S, as any item's does, and its
+    // rows, all past the sequence end, are not stored. A release counts toward the stage's current
+    // phase, so each waits for its tile to have landed (which follows every release of the stage's
+    // previous tile); the last tile's V is held for that P V.
+    const auto pass_steps = [&] {
+        for (int i = 1; i < key_tiles; ++i) {
+            const int stage = static_cast<int>(iteration % kStages);
+            mbarrier_wait(&barriers.key_full[stage], (iteration / kStages) & 1);
+            consumer.take_turn();
+            consumer.pass_turn();
+            consumer.release(barriers.key_empty[stage]);
+            if (i == key_tiles - 1) consumer.release(barriers.q_empty[q_slot]);
+            mbarrier_wait(&barriers.value_full[previous_stage], ((iteration - 1) / kStages) & 1);
+            consumer.release(barriers.value_empty[previous_stage]);
+            previous_masked = false;
+            previous_stage = stage;
+            ++iteration;
+        }
+    };
+
     constexpr uint32_t kNone = 0xffffffffu;
     uint32_t pending_round = kNone;  // the round of the item whose last P V is still to be issued
     for (uint32_t item_round = 0;; ++item_round) {
@@ -721,6 +747,12 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
             ++iteration;
         }
         pending_round = item_round;
+        // Warp-uniform (a shuffle from lane 0), or ptxas takes the branch as divergent and spills at
+        // the item start (80 bytes at D=128, 0 with the shuffle).
+        if (__shfl_sync(0xffffffffu, rows <= group * 64, 0)) {
+            pass_steps();
+            continue;
+        }
         for (int i = 1; i < key_tiles; ++i) pipelined_step(i, std::false_type{}, item_round);
     }
     if (pending_round != kNone) {
