@@ -1,6 +1,9 @@
 #!/usr/bin/env python3
 """Paired medians of an ab_cuda.py JSON file: per row, the median over rounds of each build's
-ratio to the first build (same round), and how many rounds it won."""
+ratio to the first build (same round), and how many rounds it won.
+
+  python3 bench/paired.py $OUT/ab-fwd.json      (or a bench/results/ab-*.jsonl file)
+"""
 import json, statistics, sys
 for line in open(sys.argv[1]):
     run = json.loads(line)
