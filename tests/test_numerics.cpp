@@ -169,26 +169,17 @@ FATTN_SCENARIO("more query tiles than a GPU has multiprocessors (persistent kern
 
 namespace {
 
-// Head `from_head` of batch 0 of `from` into every head of every batch of `to` (same sequence
-// length and head_dim).
-void copy_head_everywhere(const HostTensor& from, int64_t from_head, HostTensor& to) {
-    const Shape& shape = to.shape();
-    for (int64_t b = 0; b < shape[0]; ++b)
-        for (int64_t h = 0; h < shape[1]; ++h)
-            for (int64_t n = 0; n < shape[2]; ++n)
-                for (int64_t d = 0; d < shape[3]; ++d) to.store(to.offset(b, h, n, d), from.at(0, from_head, n, d));
+// The one head of `head` into every head of every batch of `to` (same sequence length and
+// head_dim): the [B,H,N,D] enumeration repeats a one-head tensor's every count() elements.
+void copy_head_everywhere(const HostTensor& head, HostTensor& to) {
+    for (int64_t i = 0; i < to.count(); ++i) to.store(to.offset_of_index(i), head.at_index(i % head.count()));
 }
 
-// The first (batch, head, row, column) where `actual` differs from `expected`'s head 0, as text.
-std::string first_difference(const char* name, const HostTensor& actual, const HostTensor& expected) {
-    const Shape& shape = actual.shape();
-    for (int64_t b = 0; b < shape[0]; ++b)
-        for (int64_t h = 0; h < shape[1]; ++h)
-            for (int64_t n = 0; n < shape[2]; ++n)
-                for (int64_t d = 0; d < shape[3]; ++d)
-                    if (float_bits(actual.at(b, h, n, d)) != float_bits(expected.at(0, 0, n, d)))
-                        return std::string(name) + " differs at (" + std::to_string(b) + ", " + std::to_string(h) +
-                               ", " + std::to_string(n) + ", " + std::to_string(d) + ")";
+// Where `actual` first differs in its bits from the one head of `head`, as text ("" if nowhere).
+std::string first_difference(const char* name, const HostTensor& actual, const HostTensor& head) {
+    for (int64_t i = 0; i < actual.count(); ++i)
+        if (float_bits(actual.at_index(i)) != float_bits(head.at_index(i % head.count())))
+            return std::string(name) + " differs at element " + std::to_string(i) + " of its [B,H,N,D] enumeration";
     return "";
 }
 
@@ -228,9 +219,9 @@ FATTN_SCENARIO("heads that are copies of one head: the forward gives each the sa
             if (backend == FATTN_BACKEND_CUDA) many.with_heads(4, 40, 8);  // 320-480 items: several per block
             else many.with_heads(2, 4, 2);
             ProblemTensors inputs(many, rng);
-            copy_head_everywhere(one_inputs.q, 0, inputs.q);
-            copy_head_everywhere(one_inputs.k, 0, inputs.k);
-            copy_head_everywhere(one_inputs.v, 0, inputs.v);
+            copy_head_everywhere(one_inputs.q, inputs.q);
+            copy_head_everywhere(one_inputs.k, inputs.k);
+            copy_head_everywhere(one_inputs.v, inputs.v);
             const Run copies = execute(handle, many, inputs, Passes::Forward);
             REQUIRE_MESSAGE(copies.status == FATTN_SUCCESS, copies.message);
             const std::string differences = first_difference("o", copies.tensors.o, single.tensors.o) +
